@@ -1,0 +1,1 @@
+"""Loading runs and sweeps for notebooks; brain maps of encoder attention."""

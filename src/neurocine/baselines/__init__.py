@@ -1,0 +1,1 @@
+"""Baselines every fMRI decoding paper reports beside its model."""

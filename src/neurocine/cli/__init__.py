@@ -1,0 +1,53 @@
+"""The ``neurocine`` command: parses arguments and calls library functions.
+
+Each sub-module registers its sub-commands; a :class:`~neurocine.errors.NeuroCineError` is
+printed as one line (``neurocine: error: …``) with exit status 2, a traceback only with
+``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+from neurocine import __version__
+from neurocine.errors import NeuroCineError
+
+# Modules under neurocine.cli that define ``register(subparsers)``.
+COMMAND_MODULES = ("data", "train")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="neurocine", description="Decode watched videos from fMRI (NeuroCine)."
+    )
+    parser.add_argument("--version", action="version", version=f"neurocine {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"neurocine.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``neurocine`` console script; returns the exit status."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+    except NeuroCineError as exc:
+        if args.debug:
+            traceback.print_exc()
+        for line in str(exc).splitlines() or [type(exc).__name__]:
+            print(f"neurocine: error: {line}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("neurocine: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)

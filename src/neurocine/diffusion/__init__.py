@@ -1,0 +1,1 @@
+"""Dependent prior noise, its scheduler and callback, and DDIM sampling."""

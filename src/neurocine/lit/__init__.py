@@ -1,0 +1,1 @@
+"""LightningModules that wire the networks into the two NeuroCine training stages."""

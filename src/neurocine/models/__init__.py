@@ -1,0 +1,1 @@
+"""Plain torch / diffusers / transformers networks, built from config; no Lightning here."""
