@@ -1,0 +1,18 @@
+"""Shared fixtures. Nothing here touches the network: hub access is switched off."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from factories import write_tiny_subject  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_subject(tmp_path_factory):
+    """A small valid subject file (V=61, 4 train runs + 2 test runs of 10 TRs, F=4, 16×20)."""
+    return write_tiny_subject(tmp_path_factory.mktemp("subject") / "tiny.h5")
