@@ -28,6 +28,7 @@ class SimulationConfig:
     """Parameters of the synthetic fMRI–video world (``neurocine simulate``)."""
 
     seed: int = 0
+    subject: str = "1"  # stored as the file's subject attribute
     n_train_runs: int = 12
     n_test_runs: int = 3
     trs_per_run: int = 80
@@ -198,6 +199,8 @@ class ExperimentConfig:
     stage2: Stage2Config = field(default_factory=Stage2Config)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    # A data module's `preprocess:` block; validated by neurocine.data.preprocess_config.
+    preprocess: dict[str, Any] = field(default_factory=dict)
 
 
 def _describe(exc: OmegaConfBaseException) -> str:
