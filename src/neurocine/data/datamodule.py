@@ -186,12 +186,14 @@ class SubjectWindows(Dataset):
         clip_rows = self.index.clip_rows[idx]
         group = self.group
         fmri = self._source("fmri")
-        batch = {
-            "fmri": torch.from_numpy(read_rows(fmri, self.index.window_rows[idx])),
-            "index": torch.from_numpy(clip_rows),
-        }
+        rows = self.index.window_rows[idx]
+        if self.read_next:  # one read for the windows and the TRs that follow them
+            rows = np.concatenate([rows, self.index.next_rows[idx]], axis=1)
+        windows = torch.from_numpy(read_rows(fmri, rows))
+        window = self.index.window_rows.shape[1]
+        batch = {"fmri": windows[:, :window], "index": torch.from_numpy(clip_rows)}
         if self.read_next:
-            batch["fmri_next"] = torch.from_numpy(read_rows(fmri, self.index.next_rows[idx]))
+            batch["fmri_next"] = windows[:, window:]
         if self.read_clean:
             clean = read_rows(self._source("fmri_clean"), self.index.window_rows[idx])
             batch["fmri_clean"] = torch.from_numpy(clean)
@@ -304,7 +306,7 @@ class FMRIVideoDataModule(L.LightningDataModule):
         if self.read_frames and train.frames is None:
             raise SchemaError(f"{self.path}: /train/frames: missing dataset (stage 2 needs pixels)")
         if self.read_clean and "fmri_clean" not in train.optional:
-            raise SchemaError(f"{self.path}: /train/fmri_clean: missing (only simulated data has it)")
+            raise SchemaError(f"{self.path}: /train/fmri_clean: missing (simulated data only)")
         data = self.cfg.data
         with h5py.File(self.path, "r") as f:
             train_run = f["train/run"][()]

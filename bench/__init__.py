@@ -1,0 +1,1 @@
+"""Benchmarks (``make bench``): each script writes bench/results/<name>.json."""

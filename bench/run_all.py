@@ -1,0 +1,73 @@
+"""``make bench``: run every ``bench/*.py`` benchmark, then rebuild ``docs/benchmarks.md``.
+
+Each benchmark writes ``bench/results/<name>.json`` through :func:`bench.common.write_result`;
+the page is rebuilt from all result files, so a benchmark run alone (``python -m bench.<name>``)
+followed by ``python -m bench.run_all --only-docs`` updates just its figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.common import RESULTS
+
+ROOT = Path(__file__).resolve().parent.parent
+SKIP = {"__init__", "common", "run_all"}
+HEADER = """# Benchmarks
+
+Every figure below comes from a script in `bench/` (run all with `make bench`, or one with the
+command shown under its table) on the machine named with it. Numbers from different machines are
+not comparable; ratios measured in one run are.
+"""
+
+
+def benchmarks() -> list[str]:
+    return sorted(p.stem for p in (ROOT / "bench").glob("*.py") if p.stem not in SKIP)
+
+
+def render() -> str:
+    parts = [HEADER]
+    for path in sorted(RESULTS.glob("*.json")):
+        result = json.loads(path.read_text())
+        parts.append(
+            f"## {result['title']}\n\n"
+            f"Command: `{result['command']}`  \nMachine: {result['machine']}  \n"
+            f"Date: {result['date']}\n\n{result['table']}\n"
+            + (f"\n{result['notes']}\n" if result.get("notes") else "")
+        )
+    return "\n".join(parts)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--only-docs", action="store_true", help="rebuild the page, run nothing")
+    parser.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
+    args = parser.parse_args()
+    failed = []
+    if not args.only_docs:
+        for name in args.names or benchmarks():
+            start = time.perf_counter()
+            print(f"== bench/{name}.py", flush=True)
+            proc = subprocess.run([sys.executable, "-m", f"bench.{name}"], cwd=ROOT, check=False)
+            print(
+                f"== bench/{name}.py: exit {proc.returncode}, {time.perf_counter() - start:.0f} s"
+            )
+            if proc.returncode:
+                failed.append(name)
+    out = ROOT / "docs" / "benchmarks.md"
+    tmp = out.with_suffix(".md.tmp")
+    tmp.write_text(render())
+    tmp.replace(out)
+    print(f"wrote {out}")
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
