@@ -117,11 +117,20 @@ class Stage1Config:
 
 @dataclass
 class UNetConfig:
-    """Video denoiser (diffusers UNet3DConditionModel) and its latent space."""
+    """Video denoiser (a diffusers 2-D UNet inflated with motion modules) and its latent space."""
 
-    preset: str = "tiny"  # tiny (shipped prior) | random (random init, tests) | sd15
-    pretrained: str | None = None  # sd15: local Stable Diffusion 1.x directory
+    preset: str = "random"  # random (random init: demo, tests) | sd15 | tiny (later: shipped prior)
+    pretrained: str | None = None  # sd15: local Stable Diffusion 1.x directory (unet/, vae/)
     gradient_checkpointing: bool = False
+    # random preset: pixel space, frames folded space-to-depth (32×32×3 → 8×8×48 with 4)
+    space_to_depth: int = 4
+    block_out_channels: list[int] = field(default_factory=lambda: [64, 128])
+    layers_per_block: int = 1
+    num_attention_heads: int = 4  # spatial self-/cross-attention heads
+    motion_num_attention_heads: int = 4  # temporal (motion module) attention heads
+    norm_num_groups: int = 16
+    cross_attention_dim: int = 64  # width the fMRI condition tokens are projected to
+    zero_init_motion: bool = True  # motion modules start as identity (an inflated 2-D UNet)
 
 
 @dataclass
@@ -131,6 +140,7 @@ class NoiseConfig:
     ratio: float = 0.0
     mode: str = "mixed"  # mixed | progressive
     schedule: dict[str, float] = field(default_factory=dict)  # {"<epoch>": ratio}
+    schedule_unit: str = "epoch"  # epoch | step: what the schedule's keys count
 
 
 @dataclass
@@ -145,6 +155,9 @@ class Stage2Config:
     cond_dropout: float = 0.1
     num_train_timesteps: int = 1000
     beta_schedule: str = "scaled_linear"
+    beta_start: float = 0.00085  # Stable Diffusion's β range
+    beta_end: float = 0.012
+    warmup_steps: int = 0  # linear learning-rate warm-up
     noise: NoiseConfig = field(default_factory=NoiseConfig)
 
 
@@ -157,6 +170,7 @@ class SamplingConfig:
     eta: float = 0.0
     seed: int = 0
     batch_size: int = 8
+    dependent_ratio: float | None = None  # ρ of the initial noise; None: as trained
 
 
 @dataclass
