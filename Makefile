@@ -39,7 +39,7 @@ format: $(STAMP) ## Apply ruff format and autofixes
 	$(VENV)/bin/ruff check --fix .
 
 test: lint ## Install, lint, then run the fast tests
-	$(PY) -m pytest -q -x --durations=15
+	$(PY) -m pytest -q --durations=15
 
 test-slow: $(STAMP) ## Run the long tests (DDP, resume, demo, recipes)
 	$(PY) -m pytest -q -m slow --durations=15
