@@ -25,6 +25,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
@@ -119,6 +120,23 @@ def resolve_run(cfg: DictConfig) -> tuple[Path, str | None]:
     return new_run_dir(cfg.runs_dir, cfg.name), None
 
 
+class RNGStateCallback(L.Callback):
+    """Save and restore the global torch RNG (dropout, diffusion timesteps) with checkpoints.
+
+    Lightning restores the model, optimizers, loops and the DataModule's state but not the
+    process RNG; without this a resumed run draws different dropout masks than an
+    uninterrupted one and its final metrics differ.
+    """
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        checkpoint["neurocine_rng"] = {"torch": torch.get_rng_state()}
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        state = checkpoint.get("neurocine_rng")
+        if state is not None:
+            torch.set_rng_state(state["torch"])
+
+
 def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list, monitor) -> L.Trainer:
     """A Lightning Trainer from ``cfg.trainer`` with NeuroCine's checkpoints and loggers."""
     checkpoint = ModelCheckpoint(
@@ -137,7 +155,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list, monitor) -> L
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     return L.Trainer(
         default_root_dir=run_dir,
-        callbacks=[checkpoint, *callbacks],
+        callbacks=[checkpoint, RNGStateCallback(), *callbacks],
         logger=loggers,
         **kwargs,
     )
