@@ -21,8 +21,15 @@ from neurocine.errors import NeuroCineError
 COMMAND_MODULES = ("data", "train", "embed", "preprocess")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line (``neurocine: error: …``), exit 2."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"neurocine: error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="neurocine", description="Decode watched videos from fMRI (NeuroCine)."
     )
     parser.add_argument("--version", action="version", version=f"neurocine {__version__}")
@@ -50,4 +57,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("neurocine: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug or an unforeseen input: still one line unless --debug
+        if args.debug:
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(
+            f"neurocine: error: unexpected {type(exc).__name__}: {first} (--debug for details)",
+            file=sys.stderr,
+        )
+        return 1
     return int(result or 0)
