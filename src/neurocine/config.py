@@ -174,6 +174,40 @@ class SamplingConfig:
 
 
 @dataclass
+class EvaluatorConfig:
+    """The small frame/video classifier of simulated data (``neurocine train-evaluator``)."""
+
+    width: int = 32  # channels of the first conv layer (doubled twice)
+    epochs: int = 12
+    lr: float = 3e-3
+    batch_size: int = 64
+    val_runs: int = 1  # the last N training runs measure its accuracy
+    seed: int = 0
+
+
+@dataclass
+class EvaluationConfig:
+    """``neurocine evaluate``: rows (baselines), metrics and classifiers (DESIGN.md §10)."""
+
+    split: str = "test"
+    max_clips: int | None = None  # score only the first N clips (None: all reconstructed)
+    baselines: list[str] = field(default_factory=lambda: ["mean_frame", "ridge", "oracle"])
+    n_ways: list[int] = field(default_factory=lambda: [2, 50])
+    num_trials: int = 100
+    k_true: int = 3  # classes the classifier ranks highest on the ground truth count as true
+    seed: int = 0  # distractor draws of the n-way metrics
+    classifier: str = "auto"  # auto | trained (simulated evaluator) | pretrained | none
+    evaluator_dir: str | None = None  # trained evaluator; None: <data.path>.evaluator
+    image_classifier: str | None = None  # local google/vit-base-patch16-224 (frame-based)
+    video_classifier: str | None = None  # local MCG-NJU/videomae-base-finetuned-kinetics
+    clip_similarity: bool = True
+    ridge_alphas: list[float] = field(
+        default_factory=lambda: [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6]
+    )
+    evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
+
+
+@dataclass
 class TrainerConfig:
     """The subset of ``lightning.Trainer`` arguments an experiment may set."""
 
@@ -213,6 +247,7 @@ class ExperimentConfig:
     stage2: Stage2Config = field(default_factory=Stage2Config)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     # A data module's `preprocess:` block; validated by neurocine.data.preprocess_config.
     preprocess: dict[str, Any] = field(default_factory=dict)
 
