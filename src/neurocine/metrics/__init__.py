@@ -1,0 +1,44 @@
+"""Metrics of reconstructed videos and of embeddings (DESIGN.md §10).
+
+Pixel level: ``video_ssim`` (MinD-Video's scikit-image SSIM, batched), ``video_psnr``.
+Semantic level: ``n_way_top_k`` on a classifier's output (``frame_based_n_way`` with an image
+classifier per frame, ``video_based_n_way`` with a video classifier per clip), ``clip_similarity``.
+Embedding retrieval: ``retrieval_top_k``, ``n_way_retrieval`` and their torchmetrics classes
+``RetrievalTopK``, ``NWayRetrieval`` (stage 1). ``scene_mask`` selects the clips to score.
+"""
+
+from neurocine.metrics.nway import (
+    frame_based_n_way,
+    n_way_chance,
+    n_way_top_k,
+    true_classes_from_probs,
+    video_based_n_way,
+)
+from neurocine.metrics.psnr import video_psnr, video_psnr_per_video
+from neurocine.metrics.retrieval import (
+    NWayRetrieval,
+    RetrievalTopK,
+    n_way_retrieval,
+    retrieval_top_k,
+)
+from neurocine.metrics.scenes import scene_mask
+from neurocine.metrics.similarity import clip_similarity
+from neurocine.metrics.ssim import video_ssim, video_ssim_per_video
+
+__all__ = [
+    "NWayRetrieval",
+    "RetrievalTopK",
+    "clip_similarity",
+    "frame_based_n_way",
+    "n_way_chance",
+    "n_way_retrieval",
+    "n_way_top_k",
+    "retrieval_top_k",
+    "scene_mask",
+    "true_classes_from_probs",
+    "video_based_n_way",
+    "video_psnr",
+    "video_psnr_per_video",
+    "video_ssim",
+    "video_ssim_per_video",
+]
