@@ -172,17 +172,18 @@ def fit(cfg: DictConfig) -> Path:
     stage = cfg.stage
     if stage not in STAGES:
         raise ConfigError(f"key 'stage': '{stage}' is not one of {STAGES}")
-    run_dir, ckpt_path = resolve_run(cfg)
-    os.environ[RUN_DIR_ENV] = str(run_dir)
-    if is_launcher_process():
-        save_config(cfg, run_dir / "config.yaml")
-        (run_dir / "environment.json").write_text(json.dumps(environment(), indent=2))
+    # Data and model are checked before the run directory exists: bad input writes nothing.
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     datamodule = FMRIVideoDataModule(cfg, read_frames=stage == "stage2", augment=stage == "stage1")
     datamodule.setup("fit")
     lit = importlib.import_module(f"neurocine.lit.{stage}")
     module = lit.build_module(cfg, datamodule)
     callbacks = lit.build_callbacks(cfg) if hasattr(lit, "build_callbacks") else []
+    run_dir, ckpt_path = resolve_run(cfg)
+    os.environ[RUN_DIR_ENV] = str(run_dir)
+    if is_launcher_process():
+        save_config(cfg, run_dir / "config.yaml")
+        (run_dir / "environment.json").write_text(json.dumps(environment(), indent=2))
     monitor = getattr(module, "checkpoint_monitor", None)
     trainer = build_trainer(cfg, run_dir, callbacks, monitor)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
