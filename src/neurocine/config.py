@@ -39,7 +39,7 @@ class SimulationConfig:
     width: int = 32
     n_voxels: int = 2000
     semantic_fraction: float = 0.3
-    snr: float = 0.6
+    snr: float = 0.4  # std(signal)/std(noise) per voxel, single repeat (see data/simulate.py)
     ar1: float = 0.4
     noise_fwhm_mm: float = 8.0
     signal_fwhm_mm: float = 6.0

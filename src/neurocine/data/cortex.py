@@ -63,6 +63,14 @@ class Cortex:
 
 
 @lru_cache(maxsize=1)
+def mni_mask():
+    """nilearn's bundled MNI152 brain mask on the 2 mm grid (cached; ships with nilearn)."""
+    from nilearn.datasets import load_mni152_brain_mask
+
+    return load_mni152_brain_mask(resolution=2)
+
+
+@lru_cache(maxsize=1)
 def candidate_voxels() -> tuple[np.ndarray, np.ndarray]:
     """Flattened indices and MNI coordinates of the posterior cortical shell (cached).
 
@@ -71,10 +79,9 @@ def candidate_voxels() -> tuple[np.ndarray, np.ndarray]:
     index : ndarray of int64, shape (C,)
     coords : ndarray of float64, shape (C, 3)
     """
-    from nilearn.datasets import load_mni152_brain_mask
     from scipy import ndimage
 
-    img = load_mni152_brain_mask(resolution=2)
+    img = mni_mask()
     mask = np.asarray(img.dataobj).astype(bool)
     voxel_mm = float(abs(img.affine[0, 0]))
     depth = ndimage.distance_transform_edt(mask) * voxel_mm
