@@ -64,8 +64,8 @@ def n_way_retrieval(
     keys: np.ndarray | torch.Tensor,
     n_way: int = 50,
     num_trials: int = 100,
-    top_k: int = 1,
     generator: torch.Generator | None = None,
+    top_k: int = 1,
 ) -> float:
     """N-way top-k retrieval: each query's match against ``n_way - 1`` random other keys.
 
@@ -80,9 +80,9 @@ def n_way_retrieval(
     query, keys : float arrays of shape (N, D), N >= n_way
     n_way : int, default=50
     num_trials : int, default=100
-    top_k : int, default=1
     generator : torch.Generator, optional
         Source of the draws; None uses a CPU generator seeded with 0.
+    top_k : int, default=1
 
     Returns
     -------
