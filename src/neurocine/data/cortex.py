@@ -1,7 +1,7 @@
 """Simulated visual cortex: voxel placement in MNI space, ROI labels, pRFs and spatial kernels.
 
 Voxels are drawn from the cortical shell (≤ 8 mm deep) of nilearn's bundled MNI152 brain mask
-(2 mm grid, ``nilearn.datasets.load_mni152_brain_mask(resolution=2)``; no download) behind
+(2 mm grid, as ``nilearn.datasets.load_mni152_brain_mask(resolution=2)``; no download) behind
 y = −45 mm, between z = −20 and 30 mm, leaving out the cerebellum below the occipital pole.
 Posterior voxels are drawn more densely, so neighbours are a few mm apart and share signal.
 ``/voxels/index`` is the flattened (C-order) index into that 99 × 117 × 95 volume.
@@ -64,10 +64,19 @@ class Cortex:
 
 @lru_cache(maxsize=1)
 def mni_mask():
-    """nilearn's bundled MNI152 brain mask on the 2 mm grid (cached; ships with nilearn)."""
+    """nilearn's bundled MNI152 brain mask on the 2 mm grid (99 × 117 × 95; cached).
+
+    Every other voxel of the 1 mm mask: the same grid and, for this template, the same voxels as
+    ``load_mni152_brain_mask(resolution=2)``, without its slow resampling.
+    """
+    import nibabel as nib
     from nilearn.datasets import load_mni152_brain_mask
 
-    return load_mni152_brain_mask(resolution=2)
+    fine = load_mni152_brain_mask(resolution=1)
+    affine = fine.affine.copy()
+    affine[:3, :3] *= 2
+    data = np.asarray(fine.dataobj)[::2, ::2, ::2].astype(np.int8)
+    return nib.Nifti1Image(data, affine)
 
 
 @lru_cache(maxsize=1)
