@@ -28,6 +28,12 @@ and voxel; ``/<split>/fmri_clean`` is the noise-free BOLD z-scored per run and v
 *own* statistics, so the oracle input lives on the same unit scale as ``fmri`` (it is not
 ``fmri`` minus the noise, which would have variance ``snr² / (1 + snr²)``).
 
+Calibration (defaults, seed 0): a linear ridge decoder from the fMRI window at TR t+2, t+3 to
+the one-hot category (α = 1e3, test TRs without a cut) reaches top-1 ≈ 0.18–0.21 of 64 classes
+(chance 0.016), 50-way top-1 ≈ 0.23 (chance 0.02), shape ≈ 0.9 and colour ≈ 0.8 of 8; from
+``fmri_clean`` ≈ 0.47 of 64. ``snr`` moves this steeply (0.3: 64-way ≈ 0.13; 0.6: ≈ 0.27).
+The default size takes ~4 s of CPU to simulate and write, plus ~4 s of imports and mask.
+
 Everything is a deterministic function of ``seed``: independent streams (spawned from one
 ``numpy.random.SeedSequence``) draw the brain, the train and test stimuli and the noise, so
 changing ``snr`` or ``test_repeats`` leaves stimuli and voxels as they were.
