@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -11,7 +15,7 @@ import numpy as np
 import pytest
 from cc2017_tree import build_cc2017_tree, read_code
 from nibabel.cifti2 import LabelAxis, ScalarAxis
-from scipy import signal
+from scipy.signal import detrend
 
 from neurocine.cli import main
 from neurocine.data.cc2017 import preprocess_cc2017
@@ -86,7 +90,7 @@ def test_planted_vertices_follow_the_stimulus_at_lag_zero(converted, tree):
         for split in ("train", "test"):
             fmri, run = f[f"{split}/fmri"][()], f[f"{split}/run"][()]
             for seg in np.unique(run):
-                feature = signal.detrend(tree.features[split, int(seg)])  # as stored
+                feature = detrend(tree.features[split, int(seg)])  # as stored
                 for col in np.flatnonzero(np.isin(index, tree.planted)):
                     corr = lag_correlations(feature, fmri[run == seg, col])
                     assert corr[0] > 0.95
@@ -263,14 +267,17 @@ def test_unreadable_mp4(tree, tmp_path):
     assert_fails_cleanly(config(tree), root, 1, tmp_path, str(bad), "cannot read video")
 
 
-def test_cifti_that_is_not_a_dense_time_series(tree, tmp_path):
+@pytest.mark.parametrize("intent", ["ConnDenseScalar", None])
+def test_cifti_that_is_not_a_dense_time_series(tree, tmp_path, intent):
+    """A dscalar file: refused from its intent, or (intent unset) from its axes."""
     root = clone(tree, tmp_path / "tree")
     bad = Path(str(tree.files["seg2_1"]).replace(str(tree.root), str(root)))
     bm = nib.load(bad).header.get_axis(1)
     bad.unlink()
-    nib.Cifti2Image(np.zeros((1, len(bm)), np.float32), header=(ScalarAxis(["x"]), bm)).to_filename(
-        bad
-    )
+    img = nib.Cifti2Image(np.zeros((1, len(bm)), np.float32), header=(ScalarAxis(["x"]), bm))
+    if intent:
+        img.nifti_header.set_intent(intent)
+    img.to_filename(bad)
     assert_fails_cleanly(
         config(tree), root, 1, tmp_path, str(bad), "not a CIFTI-2 dense time series"
     )
@@ -289,6 +296,39 @@ def test_failure_after_writing_started_leaves_no_output(tree, tmp_path):
     bad.write_bytes(data[: len(data) - 2000])  # header intact, data cut short
     cfg = config(tree, "voxels.method=all", "train.segments=[1]")
     assert_fails_cleanly(cfg, root, 1, tmp_path, str(bad), "cannot read CIFTI data")
+
+
+@pytest.mark.slow  # a neurocine subprocess: ~5 s of imports
+def test_sigterm_during_conversion_leaves_no_output(tree, tmp_path):
+    out = tmp_path / "out.h5"
+    cmd = [
+        sys.executable,
+        "-m",
+        "neurocine",
+        "preprocess",
+        "cc2017",
+        "--root",
+        str(tree.root),
+        "--subject",
+        "1",
+        "--config",
+        str(DATA_MODULE),
+        "--no-progress",
+        "--out",
+        str(out),
+        *tree.overrides,
+        "voxels.method=all",
+        "average_train_repeats=false",
+    ]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".out.h5.tmp-*")):  # the writer has started
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130, "finished before the signal arrived"
+    assert "interrupted" in proc.stderr.read()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_config_errors_name_the_key(tree):
