@@ -6,7 +6,11 @@ import pytest
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel, UNetMotionModel
 from omegaconf import OmegaConf
-from stage2_helpers import CROSS_DIM, TINY_UNET
+from stage2_helpers import (
+    CROSS_DIM,
+    TINY_UNET,
+    one_thread,  # noqa: F401 (autouse fixture)
+)
 
 from neurocine.config import UNetConfig
 from neurocine.errors import CheckpointError, ConfigError
