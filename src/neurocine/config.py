@@ -177,11 +177,11 @@ class SamplingConfig:
 class EvaluatorConfig:
     """The small frame/video classifier of simulated data (``neurocine train-evaluator``)."""
 
-    width: int = 32  # channels of the first conv layer (doubled twice)
-    epochs: int = 12
+    width: int = 16  # channels of the first conv layer (doubled twice)
+    epochs: int = 15
     lr: float = 3e-3
     batch_size: int = 64
-    val_runs: int = 1  # the last N training runs measure its accuracy
+    val_runs: int = 0  # the last N training runs held out to measure its accuracy
     seed: int = 0
 
 
@@ -190,6 +190,7 @@ class EvaluationConfig:
     """``neurocine evaluate``: rows (baselines), metrics and classifiers (DESIGN.md §10)."""
 
     split: str = "test"
+    reconstruct_limit: int | None = None  # clips the demo and sweeps reconstruct (None: all)
     max_clips: int | None = None  # score only the first N clips (None: all reconstructed)
     baselines: list[str] = field(default_factory=lambda: ["mean_frame", "ridge", "oracle"])
     n_ways: list[int] = field(default_factory=lambda: [2, 50])

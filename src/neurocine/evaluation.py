@@ -1,0 +1,548 @@
+"""``neurocine evaluate``: score a run's reconstructions beside the baselines (``metrics.json``).
+
+Rows of the table, all scored on the same clips (the reconstructed ones, minus clips that span
+a scene cut when the data have scene ids, DESIGN.md §10):
+
+- ``neurocine``: the run's reconstructions (``reconstructions.h5`` of ``neurocine reconstruct``).
+- ``mean_frame``: every frame is the mean training frame. SSIM rewards blur (the mean image
+  alone scores SSIM ≈ 0.6 on the simulated frames), so every SSIM needs this row beside it.
+- ``ridge``: ridge regression from the fMRI window to the pixels (:mod:`baselines.pixel_ridge`).
+- ``oracle``: the same stage-2 model and seeds, conditioned on the noise-free ``fmri_clean``
+  (simulated data only): the ceiling of the simulated benchmark.
+
+Both baselines learn from the DataModule's ``train`` samples (the runs the model trained on).
+Metrics per row: SSIM (MinD-Video's per-frame scikit-image call), PSNR, n-way top-1 for each
+``evaluation.n_ways`` — frame-based (image classifier per frame) and video-based (one
+prediction per clip) — and the CLIP image-embedding cosine similarity to the ground truth.
+The classifier is the trained evaluator on simulated data (:mod:`neurocine.evaluator`) or
+MinD-Video's pretrained ViT / VideoMAE loaded by path on real data.
+
+Where things are: ``evaluate_run(path)`` accepts a stage-2 run directory whose reconstructions
+are in ``<run>/samples/`` (``neurocine reconstruct --run RUN --out RUN/samples``, what the demo
+does), or the reconstruction folder itself (its ``reconstructions.h5`` names the run). It
+writes ``metrics.json`` and ``metrics.md`` (the markdown table) into the run directory, or into
+``out_dir``. The oracle's samples are cached as ``oracle.h5`` beside the reconstructions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from neurocine.config import load_saved_config, merge_layer, parse_overrides
+from neurocine.data.schema import atomic_path, read_strings
+from neurocine.errors import CheckpointError, ConfigError, DataError, NeuroCineError
+from neurocine.metrics import (
+    clip_similarity,
+    frame_based_n_way,
+    n_way_chance,
+    scene_mask,
+    video_based_n_way,
+    video_psnr_per_video,
+    video_ssim_per_video,
+)
+
+RECONSTRUCTIONS = "reconstructions.h5"
+SAMPLES_DIR = "samples"
+ORACLE = "oracle.h5"
+METRICS_JSON = "metrics.json"
+METRICS_MD = "metrics.md"
+BASELINES = ("mean_frame", "ridge", "oracle")
+LABELS = {
+    "neurocine": "NeuroCine",
+    "mean_frame": "mean training frame",
+    "ridge": "ridge fMRI → pixels",
+    "oracle": "oracle (fmri_clean)",
+}
+
+
+# --- finding the inputs ------------------------------------------------------------------------
+
+
+@dataclass
+class RunSamples:
+    """Where a run's reconstructions and its config are."""
+
+    run_dir: Path
+    samples_dir: Path
+    h5_path: Path
+
+
+def find_reconstructions(path: str | Path) -> RunSamples:
+    """Resolve a run directory or a reconstruction folder (module docstring).
+
+    Raises
+    ------
+    CheckpointError
+        When there is no ``reconstructions.h5`` (with the command that makes it).
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: no such run directory")
+    if (path / RECONSTRUCTIONS).is_file():
+        with h5py.File(path / RECONSTRUCTIONS, "r") as f:
+            run = f.attrs.get("run")
+        if run is None or not (Path(str(run)) / "config.yaml").is_file():
+            raise CheckpointError(
+                f"{path / RECONSTRUCTIONS}: its 'run' attribute {run!r} is not a run directory"
+            )
+        return RunSamples(Path(str(run)), path, path / RECONSTRUCTIONS)
+    if not (path / "config.yaml").is_file():
+        raise CheckpointError(f"{path}: no config.yaml and no {RECONSTRUCTIONS}: not a run")
+    h5_path = path / SAMPLES_DIR / RECONSTRUCTIONS
+    if not h5_path.is_file():
+        raise CheckpointError(
+            f"{path}: no reconstructions ({SAMPLES_DIR}/{RECONSTRUCTIONS}); make them first with "
+            f"`neurocine reconstruct --run {path} --out {path / SAMPLES_DIR}`"
+        )
+    return RunSamples(path.resolve(), path / SAMPLES_DIR, h5_path)
+
+
+def read_reconstructions(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """``(frames uint8 [N, F, H, W, 3], index int64 [N], attributes)`` of a reconstructions file."""
+    try:
+        with h5py.File(path, "r") as f:
+            if "frames" not in f or "index" not in f:
+                raise CheckpointError(
+                    f"{path}: expected /frames and /index (neurocine reconstruct)"
+                )
+            frames, index = f["frames"][()], f["index"][()].astype(np.int64)
+            attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read reconstructions ({exc})") from exc
+    if frames.ndim != 5 or frames.shape[0] != index.shape[0] or frames.dtype != np.uint8:
+        raise CheckpointError(
+            f"{path}: /frames {frames.shape} {frames.dtype} and /index {index.shape} do not match "
+            "(expected uint8 [N, F, H, W, 3] and [N])"
+        )
+    if frames.shape[0] == 0:
+        raise CheckpointError(f"{path}: holds no reconstructions")
+    return frames, index, attrs
+
+
+# --- scoring -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Scorer:
+    """Scores videos against one ground truth; ground-truth features are computed once.
+
+    Parameters
+    ----------
+    truth : uint8 ndarray of shape (N, F, H, W, 3)
+    classifier : neurocine.evaluator.Classifier, optional
+        None: no n-way metrics.
+    clip : tuple (model, preprocess, frame_reduce), optional
+        CLIP for the embedding similarity; None: skipped.
+    n_ways, num_trials, k_true, seed
+        The n-way protocol (DESIGN.md §10); each (row, metric) draws from a generator seeded
+        with ``seed``, so a row's figure does not depend on which other rows are scored.
+    """
+
+    truth: np.ndarray
+    classifier: Any = None
+    clip: tuple | None = None
+    n_ways: Sequence[int] = (2, 50)
+    num_trials: int = 100
+    k_true: int = 3
+    seed: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._gt_frame = self._gt_video = self._gt_clip = None
+        self.ways: dict[str, list[int]] = {"frame": [], "video": []}
+        if self.classifier is not None:
+            self._gt_frame = self.classifier.frame_probs(self.truth)
+            self._gt_video = self.classifier.video_probs(self.truth)
+            for kind, probs in (("frame", self._gt_frame), ("video", self._gt_video)):
+                if probs is None:
+                    continue
+                n_classes = probs.shape[-1]
+                for n in self.n_ways:
+                    if 2 <= n and n - 1 <= n_classes - self.k_true:
+                        self.ways[kind].append(int(n))
+                    else:
+                        self.notes.append(
+                            f"{kind}-based {n}-way skipped: the classifier has {n_classes} "
+                            f"classes, {n}-way needs ≥ {n - 1 + self.k_true}"
+                        )
+        if self.clip is not None:
+            self._gt_clip = self._clip_embed(self.truth)
+
+    def _clip_embed(self, videos: np.ndarray, batch: int = 32) -> torch.Tensor:
+        from neurocine.models.clip_targets import image_embeddings
+
+        model, preprocess, reduce = self.clip
+        chunks = [
+            image_embeddings(model, preprocess, videos[i : i + batch], reduce)
+            for i in range(0, len(videos), batch)
+        ]
+        return torch.cat(chunks)
+
+    def _generator(self) -> torch.Generator:
+        return torch.Generator().manual_seed(int(self.seed))
+
+    def score(self, pred: np.ndarray) -> dict[str, float]:
+        """All metrics of ``pred`` (uint8, the shape of ``truth``); ``*_std`` over clips."""
+        if pred.shape != self.truth.shape:
+            raise DataError(f"predictions {pred.shape} and ground truth {self.truth.shape} differ")
+        ssim = video_ssim_per_video(pred, self.truth)
+        psnr = video_psnr_per_video(pred, self.truth)
+        with np.errstate(invalid="ignore"):  # identical clips: PSNR inf, its spread undefined
+            out = {
+                "ssim": float(ssim.mean()),
+                "ssim_std": float(ssim.std()),
+                "psnr": float(psnr.mean()),
+                "psnr_std": float(psnr.std()),
+            }
+        if self.classifier is not None:
+            if self.ways["frame"]:
+                probs = self.classifier.frame_probs(pred)
+                for n in self.ways["frame"]:
+                    mean, std = frame_based_n_way(
+                        probs, self._gt_frame, n, self.num_trials, 1, self.k_true, self._generator()
+                    )
+                    out[f"frame_{n}way"], out[f"frame_{n}way_std"] = mean, std
+            if self.ways["video"]:
+                probs = self.classifier.video_probs(pred)
+                for n in self.ways["video"]:
+                    mean, std = video_based_n_way(
+                        probs, self._gt_video, n, self.num_trials, 1, self.k_true, self._generator()
+                    )
+                    out[f"video_{n}way"], out[f"video_{n}way_std"] = mean, std
+        if self._gt_clip is not None:
+            out["clip_similarity"] = clip_similarity(self._clip_embed(pred), self._gt_clip)
+        return out
+
+
+def metric_columns(rows: dict[str, dict[str, float]]) -> list[tuple[str, str]]:
+    """``(key, header)`` of the table's columns, in order, for the metrics any row has."""
+    keys = {k for metrics in rows.values() for k in metrics}
+    columns = [("ssim", "SSIM ↑"), ("psnr", "PSNR dB ↑")]
+    for kind in ("frame", "video"):
+        ways = sorted(
+            int(k.split("_")[1][:-3])
+            for k in keys
+            if k.startswith(f"{kind}_") and k.endswith("way")
+        )
+        columns += [(f"{kind}_{n}way", f"{n}-way {kind} ↑") for n in ways]
+    columns.append(("clip_similarity", "CLIP sim ↑"))
+    return [(k, h) for k, h in columns if k in keys]
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """The metrics table of a ``metrics.json`` dict, one row per model/baseline, plus notes."""
+    rows = result["rows"]
+    columns = metric_columns(rows)
+    lines = [
+        "| | " + " | ".join(h for _, h in columns) + " |",
+        "|---|" + "---:|" * len(columns),
+    ]
+    for name, metrics in rows.items():
+        cells = []
+        for key, _ in columns:
+            value = metrics.get(key)
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                cells.append("–")
+            elif key == "psnr":
+                cells.append(f"{value:.2f}")
+            else:
+                cells.append(f"{value:.3f}")
+        lines.append(
+            f"| {result.get('labels', LABELS).get(name, name)} | " + " | ".join(cells) + " |"
+        )
+    chance = result.get("chance") or {}
+    notes = []
+    if chance:
+        parts = ", ".join(f"{n}-way {v:.3f}" for n, v in chance.items())
+        notes.append(f"n-way chance with {result.get('k_true', 3)} true classes: {parts}")
+    notes.append(
+        f"{result['n_clips']} {result['split']} clips scored "
+        f"({result['n_excluded_scene_cut']} spanning a scene cut left out); "
+        f"classifier: {result.get('classifier') or 'none'}; CLIP: {result.get('clip') or 'none'}"
+    )
+    notes += result.get("notes", [])
+    return "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+
+
+def flat_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """``{"neurocine/ssim": …, "oracle/video_50way": …}`` from a ``metrics.json`` dict."""
+    return {f"{row}/{k}": v for row, metrics in result["rows"].items() for k, v in metrics.items()}
+
+
+# --- baselines and the oracle ------------------------------------------------------------------
+
+
+def _train_samples(datamodule) -> tuple[np.ndarray, np.ndarray]:
+    """fMRI windows and clips of the DataModule's ``train`` samples (what the models learnt on)."""
+    dataset = datamodule.datasets["train"]
+    batch = dataset.__getitems__(list(range(len(dataset))))
+    return batch["fmri"].numpy(), batch["frames"].numpy()
+
+
+def _oracle(
+    samples: RunSamples, cfg: DictConfig, fmri_clean: np.ndarray, rows: np.ndarray, progress: bool
+) -> np.ndarray:
+    """Stage 2 on ``fmri_clean`` with the reconstructions' seeds; cached in ``oracle.h5``."""
+    from neurocine.reconstruct import load_run, video_generators, write_reconstructions
+
+    cache = samples.samples_dir / ORACLE
+    sampling = cfg.sampling
+    key = {
+        "steps": int(sampling.steps),
+        "guidance_scale": float(sampling.guidance_scale),
+        "eta": float(sampling.eta),
+        "seed": int(sampling.seed),
+    }
+    if cache.is_file():
+        frames, index, attrs = read_reconstructions(cache)
+        if np.array_equal(index, rows) and all(attrs.get(k) == v for k, v in key.items()):
+            return frames
+    _, decoder = load_run(samples.run_dir)
+    decoder = decoder.eval()
+    batch = max(1, int(sampling.batch_size))
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(rows), unit="video", desc="oracle (fmri_clean)")
+    out = []
+    for start in range(0, len(rows), batch):
+        chunk_rows = rows[start : start + batch]
+        frames = decoder.generate(
+            torch.from_numpy(fmri_clean[start : start + batch]),
+            steps=key["steps"],
+            guidance_scale=key["guidance_scale"],
+            eta=key["eta"],
+            generator=video_generators(key["seed"], chunk_rows.tolist()),
+            dependent_ratio=sampling.dependent_ratio,
+        )
+        out.append(frames.numpy())
+        if bar is not None:
+            bar.update(len(chunk_rows))
+    if bar is not None:
+        bar.close()
+    frames = np.concatenate(out)
+    write_reconstructions(cache, frames, rows, {**key, "run": str(samples.run_dir)})
+    return frames
+
+
+def baseline_predictions(
+    names: Sequence[str],
+    datamodule,
+    fmri: np.ndarray,
+    n_frames: int,
+    cfg: DictConfig,
+    oracle=None,
+    notes: list[str] | None = None,
+) -> dict[str, np.ndarray]:
+    """Predictions of each named baseline for the scored clips (``fmri: [N, W, V]``).
+
+    ``oracle`` is a zero-argument callable returning the oracle's videos, or None when the
+    data have no ``fmri_clean`` (then the row is left out with a note).
+    """
+    from neurocine.baselines.mean_frame import MeanFrame
+    from neurocine.baselines.pixel_ridge import PixelRidge
+
+    notes = notes if notes is not None else []
+    unknown = [n for n in names if n not in BASELINES]
+    if unknown:
+        raise ConfigError(f"evaluation.baselines: unknown {unknown}; expected some of {BASELINES}")
+    out: dict[str, np.ndarray] = {}
+    train = None
+    for name in names:
+        if name in ("mean_frame", "ridge") and train is None:
+            train = _train_samples(datamodule)
+        if name == "mean_frame":
+            out[name] = MeanFrame().fit(train[1]).predict(len(fmri), n_frames)
+        elif name == "ridge":
+            ridge = PixelRidge(alphas=list(cfg.evaluation.ridge_alphas)).fit(*train)
+            out[name] = ridge.predict(fmri)
+        elif name == "oracle":
+            if oracle is None:
+                notes.append("oracle skipped: the data have no fmri_clean (simulated data only)")
+                continue
+            out[name] = oracle()
+    return out
+
+
+# --- the command -------------------------------------------------------------------------------
+
+
+def _finite(value: Any) -> Any:
+    """Strict JSON: non-finite floats (PSNR of identical clips) become null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _write_json(path: Path, data: dict) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(_finite(data), indent=2, allow_nan=False))
+
+
+def _write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def _load_clip(cfg: DictConfig, notes: list[str]) -> tuple[tuple | None, str | None]:
+    if not cfg.evaluation.clip_similarity:
+        return None, None
+    from neurocine.models.clip_targets import describe_clip, load_clip
+
+    try:
+        model, preprocess, _ = load_clip(cfg.clip)
+    except NeuroCineError as exc:
+        notes.append(f"CLIP similarity skipped: {exc}")
+        return None, None
+    name = describe_clip(cfg.clip)
+    if cfg.clip.preset != "pretrained":
+        notes.append(f"CLIP {name} is randomly initialised: its similarity is not semantic")
+    return (model, preprocess, str(cfg.clip.frame_reduce)), name
+
+
+@dataclass
+class Evaluation:
+    """What :func:`evaluate_run` wrote."""
+
+    result: dict[str, Any]
+    json_path: Path
+    md_path: Path
+    table: str
+
+
+def evaluate_run(
+    path: str | Path,
+    overrides: Sequence[str] = (),
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+) -> Evaluation:
+    """Score a run's reconstructions and the baselines; write ``metrics.json`` and ``metrics.md``.
+
+    Parameters
+    ----------
+    path : str or Path
+        A stage-2 run directory with ``samples/reconstructions.h5``, or a reconstruction folder.
+    overrides : sequence of str
+        ``key=value`` overrides of the run's config (``evaluation.baselines=[mean_frame]``,
+        ``evaluation.image_classifier=/models/vit``, ``data.path=…``).
+    out_dir : str or Path, optional
+        Where to write; default the run directory.
+    progress : bool, default=True
+    """
+    from neurocine.data.datamodule import FMRIVideoDataModule
+    from neurocine.evaluator import build_classifier
+
+    started = time.perf_counter()
+    samples = find_reconstructions(path)
+    cfg = load_saved_config(samples.run_dir / "config.yaml")
+    cfg = merge_layer(cfg, parse_overrides(overrides), "overrides")
+    ev = cfg.evaluation
+    pred, rows, attrs = read_reconstructions(samples.h5_path)
+    split = str(attrs.get("split", ev.split))
+    if ev.max_clips is not None:
+        if int(ev.max_clips) < 1:
+            raise ConfigError(f"evaluation.max_clips={ev.max_clips}: must be ≥ 1")
+        pred, rows = pred[: int(ev.max_clips)], rows[: int(ev.max_clips)]
+    with h5py.File(cfg.data.path, "r") as f:
+        group = f[str(attrs.get("h5_group", "train" if split == "val" else split))]
+        has_clean = "fmri_clean" in group
+        scenes = read_strings(group["scene"], np.sort(rows)) if "scene" in group else None
+    want_oracle = "oracle" in ev.baselines and has_clean
+    datamodule = FMRIVideoDataModule(cfg, read_frames=True, read_clean=want_oracle, augment=False)
+    datamodule.setup("test")
+    if split not in datamodule.datasets:
+        raise DataError(f"{cfg.data.path}: no '{split}' samples to pair the reconstructions with")
+    dataset = datamodule.datasets[split]
+    position = {int(r): i for i, r in enumerate(dataset.index.clip_rows)}
+    missing = [int(r) for r in rows if int(r) not in position]
+    if missing:
+        raise DataError(
+            f"{samples.h5_path}: clip rows {missing[:5]} have no {split} sample in "
+            f"{cfg.data.path} (was it reconstructed from other data?)"
+        )
+    batch = dataset.__getitems__([position[int(r)] for r in rows])
+    truth = batch["frames"].numpy()
+    if truth.shape != pred.shape:
+        raise DataError(
+            f"{samples.h5_path}: reconstructions {pred.shape} vs ground truth {truth.shape}"
+        )
+    keep = np.ones(len(rows), dtype=bool)
+    if scenes is not None:
+        by_row = dict(zip(np.sort(rows).tolist(), scenes, strict=True))
+        keep = scene_mask([by_row[int(r)] for r in rows])
+    if not keep.any():
+        raise DataError(f"{samples.h5_path}: every reconstructed clip spans a scene cut")
+    notes: list[str] = []
+    oracle = None
+    if want_oracle:
+        clean = batch["fmri_clean"].numpy()
+
+        def oracle() -> np.ndarray:
+            return _oracle(samples, cfg, clean, rows, progress)
+
+    predictions = {"neurocine": pred}
+    predictions.update(
+        baseline_predictions(
+            list(ev.baselines),
+            datamodule,
+            batch["fmri"].numpy(),
+            truth.shape[1],
+            cfg,
+            oracle,
+            notes,
+        )
+    )
+    classifier = build_classifier(cfg, progress=progress)
+    clip, clip_name = _load_clip(cfg, notes)
+    scorer = Scorer(
+        truth[keep],
+        classifier=classifier,
+        clip=clip,
+        n_ways=list(ev.n_ways),
+        num_trials=int(ev.num_trials),
+        k_true=int(ev.k_true),
+        seed=int(ev.seed),
+        notes=notes,
+    )
+    scored = {name: scorer.score(videos[keep]) for name, videos in predictions.items()}
+    ways = sorted(set(scorer.ways["frame"]) | set(scorer.ways["video"]))
+    result = {
+        "run": str(samples.run_dir),
+        "reconstructions": str(samples.h5_path),
+        "data": str(cfg.data.path),
+        "split": split,
+        "n_reconstructed": int(len(rows)),
+        "n_clips": int(keep.sum()),
+        "n_excluded_scene_cut": int((~keep).sum()),
+        "classifier": getattr(classifier, "name", None),
+        "clip": clip_name,
+        "k_true": int(ev.k_true),
+        "num_trials": int(ev.num_trials),
+        "chance": {str(n): n_way_chance(n, int(ev.k_true)) for n in ways},
+        "labels": {k: LABELS.get(k, k) for k in scored},
+        "rows": scored,
+        "notes": notes,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    out = Path(out_dir) if out_dir is not None else samples.run_dir
+    out.mkdir(parents=True, exist_ok=True)
+    table = markdown_table(result)
+    _write_json(out / METRICS_JSON, result)
+    _write_text(out / METRICS_MD, table)
+    return Evaluation(result, out / METRICS_JSON, out / METRICS_MD, table)

@@ -1,0 +1,290 @@
+"""``neurocine evaluate``: baselines, the trained evaluator, scoring, metrics.json, bad runs."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+from factories import tiny_subject_arrays
+from stage2_helpers import one_thread, save_tiny_encoder, tiny_config  # noqa: F401
+
+from neurocine.baselines.mean_frame import MeanFrame
+from neurocine.baselines.pixel_ridge import PixelRidge
+from neurocine.cli import main
+from neurocine.config import load_config, save_config
+from neurocine.data.datamodule import FMRIVideoDataModule
+from neurocine.data.schema import write_subject
+from neurocine.errors import CheckpointError, DataError
+from neurocine.evaluation import (
+    Scorer,
+    evaluate_run,
+    find_reconstructions,
+    flat_metrics,
+    markdown_table,
+)
+from neurocine.evaluator import (
+    data_fingerprint,
+    default_dir,
+    ensure_evaluator,
+    load_evaluator,
+    predict_logits,
+    read_evaluator_config,
+    train_evaluator,
+)
+from neurocine.metrics import video_ssim
+from neurocine.reconstruct import reconstruct
+
+N_CLASSES = 7
+PALETTE = np.array(
+    [[230, 30, 30], [30, 200, 30], [30, 30, 230], [230, 230, 30], [30, 230, 230], [230, 30, 230],
+     [240, 240, 240]], dtype=np.int16,
+)  # fmt: skip
+FAST_EVAL = [
+    "evaluation.evaluator.epochs=20",
+    "evaluation.evaluator.lr=0.01",
+    "evaluation.evaluator.width=8",
+    "evaluation.evaluator.batch_size=8",
+    "evaluation.evaluator.val_runs=1",
+    "evaluation.ridge_alphas=[1.0,100.0,10000.0]",
+    "evaluation.num_trials=20",
+]
+
+
+def coloured_subject(path, seed: int = 0, scenes: bool = True):
+    """The tiny subject with learnable labels: a square of the label's colour on noise.
+
+    Test clips 3, 7, 8 (and every 10th clip from 15 on) span a scene cut when ``scenes``.
+    """
+    arrays = tiny_subject_arrays(seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    for name, split in arrays["splits"].items():
+        n = len(split["run"])
+        label = rng.integers(0, N_CLASSES, n).astype(np.int32)
+        frames = rng.integers(0, 90, split["frames"].shape).astype(np.int16)
+        for i, c in enumerate(label):
+            top, left = rng.integers(0, 8), rng.integers(0, 12)
+            frames[i, :, top : top + 8, left : left + 8] = PALETTE[c]
+        split["frames"] = frames.astype(np.uint8)
+        split["label"] = label
+        if scenes:
+            ids = [f"s{i}" for i in range(n)]
+            for i in range(n):
+                if name == "test" and (i in (3, 7, 8) or (i >= 15 and i % 10 == 5)):
+                    ids[i] = f"s{i}-s{i + 1}"
+            split["scene"] = ids
+    return write_subject(path, **arrays)
+
+
+@pytest.fixture(scope="module")
+def subject(tmp_path_factory):
+    return coloured_subject(tmp_path_factory.mktemp("coloured") / "sub.h5")
+
+
+@pytest.fixture(scope="module")
+def run_dir(subject, tmp_path_factory):
+    """An exported (untrained) stage-2 model over the coloured subject, reconstructed."""
+    from neurocine.lit.stage2 import build_callbacks, build_module
+
+    root = tmp_path_factory.mktemp("evalrun")
+    encoder = save_tiny_encoder(root / "encoder")
+    cfg = tiny_config(
+        subject, encoder, root / "runs", "sampling.steps=2", "sampling.batch_size=4", *FAST_EVAL
+    )
+    run = root / "run"
+    save_config(cfg, run / "config.yaml")
+    datamodule = FMRIVideoDataModule(cfg, read_frames=True, augment=False)
+    datamodule.setup("fit")
+    module = build_module(cfg, datamodule)
+    callback = build_callbacks(cfg)[0]
+    callback.install(module, callback.ratio_at(epoch=0, step=0))
+    module.export(run)
+    reconstruct(run, run / "samples", limit=10, progress=False, videos=False)
+    return run
+
+
+# --- baselines ---------------------------------------------------------------------------------
+
+
+def test_mean_frame_is_the_mean_of_all_training_frames():
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (5, 4, 6, 7, 3), dtype=np.uint8)
+    whole = MeanFrame().fit(frames)
+    chunked = MeanFrame().fit([frames[:2], frames[2:]])
+    expected = frames.reshape(-1, 6, 7, 3).astype(np.float64).mean(axis=0)
+    assert np.allclose(whole.mean_, expected) and np.allclose(chunked.mean_, expected)
+    pred = whole.predict(3, 2)
+    assert pred.shape == (3, 2, 6, 7, 3) and pred.dtype == np.uint8
+    assert np.array_equal(pred[2, 1], np.rint(expected).astype(np.uint8))
+    with pytest.raises(DataError, match="frame size"):
+        MeanFrame().fit([frames, frames[:, :, :5]])
+
+
+def test_pixel_ridge_recovers_a_linear_map_to_pixels():
+    rng = np.random.default_rng(1)
+    n, w, v, shape = 80, 2, 9, (4, 5, 6, 3)  # pairwise-distinct sizes
+    weights = rng.normal(0, 12, (w * v, int(np.prod(shape))))
+
+    def make(k):
+        fmri = rng.standard_normal((k, w, v)).astype(np.float32)
+        pixels = 128 + fmri.reshape(k, -1) @ weights
+        return fmri, np.clip(np.rint(pixels), 0, 255).astype(np.uint8).reshape(k, *shape)
+
+    fmri, frames = make(n)
+    test_fmri, test_frames = make(20)
+    ridge = PixelRidge(alphas=[0.01, 1.0, 100.0]).fit(fmri, frames)
+    pred = ridge.predict(test_fmri)
+    assert pred.shape == (20, *shape) and pred.dtype == np.uint8
+    error = np.abs(pred.astype(float) - test_frames).mean()
+    mean_error = np.abs(frames.reshape(n, -1).mean(0) - test_frames.reshape(20, -1)).mean()
+    assert error < 0.2 * mean_error  # far better than the mean clip (clipping costs a little)
+    with pytest.raises(DataError, match="do not pair"):
+        PixelRidge().fit(fmri, frames[:-1])
+
+
+# --- the trained evaluator ---------------------------------------------------------------------
+
+
+def test_evaluator_learns_the_labels_saves_and_reloads(subject, tmp_path):
+    cfg = load_config(None, FAST_EVAL)
+    report = train_evaluator(subject, cfg.evaluation.evaluator, tmp_path / "ev", progress=False)
+    assert report.n_classes == N_CLASSES and report.n_train == 30 and report.n_val == 10
+    assert report.extra["test_video_acc"] > 0.6  # chance is 1/7
+    config = read_evaluator_config(tmp_path / "ev")
+    assert config["fingerprint"] == data_fingerprint(subject)
+    model = load_evaluator(tmp_path / "ev")
+    with h5py.File(subject) as f:
+        frames = f["test/frames"][:5]
+    frame_logits, video_logits = predict_logits(model, frames)
+    assert frame_logits.shape == (5, 4, N_CLASSES) and video_logits.shape == (5, N_CLASSES)
+    assert default_dir(subject).name == "sub.h5.evaluator"
+
+
+def test_evaluator_for_other_data_is_retrained(subject, tmp_path):
+    other = coloured_subject(tmp_path / "other.h5", seed=5)
+    cfg = load_config(None, [*FAST_EVAL, "evaluation.evaluator.epochs=1"])
+    train_evaluator(other, cfg.evaluation.evaluator, tmp_path / "ev", progress=False)
+    ensure_evaluator(subject, cfg.evaluation.evaluator, tmp_path / "ev", progress=False)
+    assert read_evaluator_config(tmp_path / "ev")["fingerprint"] == data_fingerprint(subject)
+
+
+def test_subject_without_labels_has_no_trained_evaluator(tiny_subject, tmp_path):
+    arrays = tiny_subject_arrays()
+    for split in arrays["splits"].values():
+        del split["label"]
+    path = write_subject(tmp_path / "nolabel.h5", **arrays)
+    cfg = load_config(None, FAST_EVAL)
+    with pytest.raises(DataError, match="label: missing"):
+        train_evaluator(path, cfg.evaluation.evaluator, progress=False)
+
+
+# --- scoring -----------------------------------------------------------------------------------
+
+
+class FixedClassifier:
+    """Probabilities that depend on the mean colour of each frame (a real, simple classifier)."""
+
+    name = "mean colour"
+
+    def frame_probs(self, videos):
+        mean = videos.reshape(*videos.shape[:2], -1, 3).mean(axis=2)  # [N, F, 3]
+        logits = -((mean[..., None, :] - PALETTE[None, None]) ** 2).sum(-1) / 500.0
+        e = np.exp(logits - logits.max(-1, keepdims=True))
+        return (e / e.sum(-1, keepdims=True)).astype(np.float32)
+
+    def video_probs(self, videos):
+        return self.frame_probs(videos).mean(axis=1)
+
+
+def test_scorer_perfect_and_trivial_predictions(subject):
+    with h5py.File(subject) as f:
+        truth = f["test/frames"][:12]
+    scorer = Scorer(truth, classifier=FixedClassifier(), n_ways=[2, 50], num_trials=10)
+    perfect = scorer.score(truth.copy())
+    assert perfect["ssim"] == pytest.approx(1.0) and np.isinf(perfect["psnr"])
+    assert perfect["frame_2way"] == 1.0 and perfect["video_2way"] == 1.0
+    assert "frame_50way" not in perfect  # 7 classes cannot make a 50-way trial
+    assert any("50-way skipped" in n for n in scorer.notes)
+    flat = MeanFrame().fit(truth).predict(12, truth.shape[1])
+    trivial = scorer.score(flat)
+    assert trivial["ssim"] == pytest.approx(video_ssim(flat, truth))
+    assert trivial["ssim"] < 0.9
+    with pytest.raises(DataError, match="differ"):
+        scorer.score(truth[:3])
+
+
+def test_markdown_table_has_a_row_per_model_and_the_chance_levels():
+    result = {
+        "rows": {
+            "neurocine": {"ssim": 0.5, "psnr": 12.0, "video_2way": 0.8},
+            "mean_frame": {"ssim": 0.6, "psnr": 14.0},
+        },
+        "chance": {"2": 0.75},
+        "k_true": 3,
+        "n_clips": 7,
+        "split": "test",
+        "n_excluded_scene_cut": 3,
+    }
+    table = markdown_table(result)
+    lines = table.splitlines()
+    assert lines[0] == "| | SSIM ↑ | PSNR dB ↑ | 2-way video ↑ |"
+    assert lines[2] == "| NeuroCine | 0.500 | 12.00 | 0.800 |"
+    assert lines[3] == "| mean training frame | 0.600 | 14.00 | – |"
+    assert "2-way 0.750" in table and "3 spanning a scene cut" in table
+    assert flat_metrics(result)["mean_frame/psnr"] == 14.0
+
+
+# --- the command -------------------------------------------------------------------------------
+
+
+def test_evaluate_run_writes_metrics_with_all_rows(run_dir, subject):
+    evaluation = evaluate_run(run_dir, progress=False)
+    result = json.loads((run_dir / "metrics.json").read_text())
+    assert (run_dir / "metrics.md").read_text() == evaluation.table
+    assert list(result["rows"]) == ["neurocine", "mean_frame", "ridge", "oracle"]
+    # 10 reconstructed test clips, 3 of them (rows 3, 7, 8) span a scene cut.
+    assert result["n_reconstructed"] == 10 and result["n_clips"] == 7
+    assert result["n_excluded_scene_cut"] == 3
+    keep = np.array([i not in (3, 7, 8) for i in range(10)])
+    with h5py.File(subject) as f:
+        truth = f["test/frames"][:10][keep]
+        train_frames = f["train/frames"][:30]  # the DataModule's train samples (val_runs=1)
+    mean = MeanFrame().fit(train_frames).predict(len(truth), truth.shape[1])
+    assert result["rows"]["mean_frame"]["ssim"] == pytest.approx(video_ssim(mean, truth))
+    for row in result["rows"].values():
+        assert {"ssim", "psnr", "frame_2way", "video_2way", "clip_similarity"} <= set(row)
+        assert 0.0 <= row["video_2way"] <= 1.0
+    assert result["chance"] == {"2": pytest.approx(0.75)}
+    assert "50-way skipped" in evaluation.table
+    with h5py.File(run_dir / "samples" / "oracle.h5") as f:
+        oracle_index = f["index"][()]
+    assert list(oracle_index) == list(range(10))
+    # Re-evaluating reuses the oracle's samples and gives the same figures.
+    again = evaluate_run(run_dir, progress=False)
+    assert again.result["rows"] == result["rows"]
+
+
+def test_evaluate_cli_and_a_reconstruction_folder(run_dir, tmp_path, capsys):
+    code = main(
+        ["evaluate", "--run", str(run_dir / "samples"), "--out", str(tmp_path), "--no-progress",
+         "evaluation.baselines=[mean_frame]", "evaluation.clip_similarity=false"]
+    )  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "| NeuroCine |" in out and "| mean training frame |" in out and "ridge" not in out
+    result = json.loads((tmp_path / "metrics.json").read_text())
+    assert list(result["rows"]) == ["neurocine", "mean_frame"]
+    assert "clip_similarity" not in result["rows"]["neurocine"]
+
+
+def test_evaluate_without_reconstructions_names_the_command(run_dir, tmp_path, capsys):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "config.yaml").write_text((run_dir / "config.yaml").read_text())
+    with pytest.raises(CheckpointError, match="neurocine reconstruct --run"):
+        find_reconstructions(bare)
+    assert main(["evaluate", "--run", str(bare)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no reconstructions" in err[0]
+    assert main(["evaluate", "--run", str(tmp_path / "missing")]) == 2
