@@ -18,7 +18,7 @@ from neurocine import __version__
 from neurocine.errors import NeuroCineError
 
 # Modules under neurocine.cli that define ``register(subparsers)``.
-COMMAND_MODULES = ("data", "train", "embed", "preprocess", "reconstruct", "evaluate")
+COMMAND_MODULES = ("data", "train", "embed", "preprocess", "pretrain", "reconstruct", "evaluate")
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -10,8 +10,11 @@
 - ``pretrained``: ``CLIPModel`` / ``CLIPProcessor.from_pretrained(cfg.clip.pretrained)`` from
   local files (a directory, or a hub id already in the local cache).
 
-A new preset (e.g. a CLIP trained on the simulated world and shipped with the package) is one
-more entry in :data:`LOADERS`.
+- ``tiny``: the CLIP trained on the simulated world and shipped with the package
+  (``neurocine/pretrained/clip``, ``neurocine pretrain clip``; or ``cfg.clip.pretrained``),
+  loaded by the ``pretrained`` path. Its embeddings carry the simulated world's semantics.
+
+A new preset is one more entry in :data:`LOADERS`.
 
 Embeddings are L2-normalised. An image embedding of a TR is the mean of its frames' normalised
 embeddings, normalised again (``frame_reduce="mean"``), or the middle frame's (``"middle"``).
@@ -20,6 +23,8 @@ embeddings, normalised again (``frame_reduce="mean"``), or the middle frame's (`
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -178,9 +183,25 @@ def _pretrained_clip(clip_cfg: Any):
     return model, preprocess, processor.tokenizer
 
 
+# The tiny CLIP trained on the simulated world and shipped with the package (``neurocine
+# pretrain clip``); saved like any CLIP, so it loads through the ``pretrained`` path.
+TINY_CLIP_DIR = Path(__file__).resolve().parent.parent / "pretrained" / "clip"
+
+
+def _tiny_clip(clip_cfg: Any):
+    """The shipped tiny CLIP (or ``clip.pretrained``: a retrained copy), via ``from_pretrained``."""
+    source = Path(clip_cfg.pretrained) if clip_cfg.pretrained else TINY_CLIP_DIR
+    if not (source / "config.json").is_file():
+        raise CheckpointError(
+            f"{source}: the tiny CLIP is missing: run `make pretrained` or use clip.preset=random"
+        )
+    return _pretrained_clip(SimpleNamespace(pretrained=str(source)))
+
+
 LOADERS: dict[str, Callable[[Any], tuple]] = {
     "random": _random_clip,
     "pretrained": _pretrained_clip,
+    "tiny": _tiny_clip,
 }
 
 
@@ -212,6 +233,8 @@ def describe_clip(clip_cfg: Any) -> str:
     """Provenance of the embeddings (stored with them): ``random(seed=0)`` or the path."""
     if clip_cfg.preset == "pretrained":
         return f"pretrained({clip_cfg.pretrained})"
+    if clip_cfg.preset == "tiny":
+        return f"tiny({clip_cfg.pretrained or 'neurocine/pretrained/clip'})"
     return f"{clip_cfg.preset}(seed={clip_cfg.seed})"
 
 

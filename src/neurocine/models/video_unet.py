@@ -19,8 +19,10 @@ Presets (``cfg.unet.preset``):
     Latent space of its ``AutoencoderKL`` (scaled by ``vae.config.scaling_factor``) — the paper's
     setting.
 
-:func:`build_denoiser` is the seam where a later preset (a VAE and video prior shipped with the
-package) plugs in.
+``tiny``
+    The VAE and video prior shipped in ``neurocine/pretrained/{vae,prior}`` (trained on the
+    simulated world by ``neurocine pretrain``; :func:`load_tiny`), or the same layout under
+    ``cfg.unet.pretrained``. Latent space (4 × 8 × 8 for 32 × 32 frames); the demo's default.
 """
 
 from __future__ import annotations
@@ -40,7 +42,9 @@ from torch import nn
 
 from neurocine.errors import CheckpointError, ConfigError
 
-PRESETS = ("random", "sd15")
+PRESETS = ("random", "sd15", "tiny")
+# Where the tiny preset's VAE and video prior are shipped (``neurocine pretrain``).
+PRETRAINED_ROOT = Path(__file__).resolve().parent.parent / "pretrained"
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 
 
@@ -324,6 +328,31 @@ def load_sd15(path: str | Path) -> tuple[UNet2DConditionModel, AutoencoderKL, Mo
     return unet, vae, adapter
 
 
+def load_tiny(root: str | Path | None = None) -> tuple[UNetMotionModel, AutoencoderKL]:
+    """The tiny video prior (``prior/unet``) and VAE (``vae``) shipped with the package.
+
+    Trained on the simulated world by ``neurocine pretrain prior|vae`` (their ``MODEL_CARD.md``);
+    ``root`` (``unet.pretrained``) may name another folder with the same ``vae/`` and
+    ``prior/unet/`` layout, e.g. the output of a retraining. Weights are loaded as float32.
+    """
+    root = Path(root) if root else PRETRAINED_ROOT
+    missing = _require_files(root, "prior/unet") + _require_files(root, "vae")
+    if missing:
+        raise CheckpointError(
+            f"{root}: the tiny VAE / video prior are missing ({', '.join(missing)}): "
+            "run `make pretrained` or use unet.preset=random"
+        )
+    try:
+        unet = UNetMotionModel.from_pretrained(
+            root / "prior", subfolder="unet", torch_dtype=torch.float32
+        )
+        vae = AutoencoderKL.from_pretrained(root, subfolder="vae", torch_dtype=torch.float32)
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{root}: cannot load the tiny VAE / video prior: {first}") from exc
+    return unet, vae
+
+
 def build_denoiser(unet_cfg: Any, seed: int = 0) -> Denoiser:
     """The video UNet, the VAE (or None) and the codec for ``cfg.unet``.
 
@@ -337,6 +366,11 @@ def build_denoiser(unet_cfg: Any, seed: int = 0) -> Denoiser:
     preset = str(unet_cfg.preset)
     if preset not in PRESETS:
         raise ConfigError(f"unet.preset='{preset}': expected one of {PRESETS}")
+    if preset == "tiny":  # pretrained: nothing to initialise
+        unet, vae = load_tiny(unet_cfg.pretrained)
+        if unet_cfg.gradient_checkpointing:
+            unet.enable_gradient_checkpointing()
+        return Denoiser(unet=unet, vae=vae, codec=LatentCodec(vae))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if preset == "random":
