@@ -318,7 +318,10 @@ def main() -> int:
         f"{output['test_trs']} test, frames 6 × 256² per TR (lzf). Conversion / plain read "
         f"wall-time ratio {convert['wall_s'] / baseline['wall_s']:.2f}; peak RSS limit 2,048 MB. "
         f"Generating the replica took {generate_s:.0f} s. Shared machine: 1-min load average "
-        f"{load_before[0]:.1f} before, {load_after[0]:.1f} after."
+        f"{load_before[0]:.1f} before, {load_after[0]:.1f} after (CPU seconds are the steadier "
+        "figure). Both steps decode every movie frame; the conversion also reads the training "
+        "runs twice (reproducibility pass, then the write pass), cleans every run with "
+        "nilearn, and compresses and writes the sampled frames (lzf)."
     )
     data = {
         "fraction": args.fraction,
