@@ -1,0 +1,274 @@
+"""Read runs and sweeps for notebooks: config, CSV logs, metrics, reconstructions.
+
+Notebooks read runs through these functions only (DESIGN.md §9). Tables come back as a
+``pandas.DataFrame`` when pandas is installed (it is not a dependency of neurocine), otherwise
+as a dict of float arrays (one per column, NaN where a row has no value): pass
+``as_frame=False`` to always get the dict.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+from omegaconf import DictConfig
+
+from neurocine.config import load_saved_config
+from neurocine.errors import CheckpointError
+
+HAS_PANDAS = find_spec("pandas") is not None
+
+
+def read_csv_table(path: str | Path, as_frame: bool | None = None):
+    """A CSV of numbers (Lightning's ``metrics.csv``, a sweep's ``results.csv``).
+
+    Parameters
+    ----------
+    path : str or Path
+    as_frame : bool, optional
+        True: a DataFrame (needs pandas); False: ``dict[str, ndarray]`` (non-numbers kept as
+        object arrays); None: a DataFrame when pandas is installed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such CSV file")
+    if as_frame is None:
+        as_frame = HAS_PANDAS
+    if as_frame:
+        import pandas as pd
+
+        return pd.read_csv(path)
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        names = reader.fieldnames or []
+    table: dict[str, np.ndarray] = {}
+    for name in names:
+        cells = [r.get(name) for r in rows]
+        try:
+            table[name] = np.array([float(c) if c not in ("", None) else np.nan for c in cells])
+        except ValueError:
+            table[name] = np.array(cells, dtype=object)
+    return table
+
+
+def curves(table, columns: list[str] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{column: (steps, values)}`` with the rows where the column has a value.
+
+    ``table`` is what :func:`read_csv_table` returned for a ``metrics.csv``; by default the
+    columns whose name contains ``loss``.
+    """
+    names = list(table.keys()) if isinstance(table, dict) else list(table.columns)
+    if columns is None:
+        columns = [c for c in names if "loss" in c]
+    steps = np.asarray(table["step"], dtype=float)
+    out = {}
+    for name in columns:
+        values = np.asarray(table[name], dtype=float)
+        ok = ~np.isnan(values)
+        out[name] = (steps[ok], values[ok])
+    return out
+
+
+@dataclass
+class Reconstructions:
+    """A run's reconstructions with their ground truth (and the oracle's, when evaluated)."""
+
+    frames: np.ndarray  # uint8 [N, F, H, W, 3]
+    truth: np.ndarray  # uint8 [N, F, H, W, 3]
+    index: np.ndarray  # int64 [N] clip rows in the split's HDF5 group
+    split: str
+    fps: float
+    oracle: np.ndarray | None = None
+    videos: list[Path] | None = None  # mp4/gif per clip, when written
+
+
+class Run:
+    """One run directory (``runs/<name>/<timestamp>``; ``latest`` links are followed)."""
+
+    def __init__(self, path: str | Path) -> None:
+        path = Path(path)
+        if not (path / "config.yaml").is_file():
+            raise CheckpointError(f"{path}: no config.yaml: not a run directory")
+        self.path = path.resolve()
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}, stage={self.stage!r})"
+
+    @cached_property
+    def config(self) -> DictConfig:
+        """The resolved config the run was trained with."""
+        return load_saved_config(self.path / "config.yaml")
+
+    @property
+    def stage(self) -> str:
+        return str(self.config.stage)
+
+    @property
+    def samples_dir(self) -> Path:
+        return self.path / "samples"
+
+    def log(self, as_frame: bool | None = None):
+        """The CSV log (``logs/metrics.csv``): DataFrame or dict of arrays."""
+        return read_csv_table(self.path / "logs" / "metrics.csv", as_frame)
+
+    def loss_curves(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """``{"train/loss_step": (steps, values), "val/loss": …}``."""
+        return curves(self.log(as_frame=False))
+
+    def final_metrics(self) -> dict[str, float]:
+        """The last logged value of every column."""
+        from neurocine.sweep import final_metrics
+
+        return final_metrics(self.path)
+
+    def evaluation(self) -> dict[str, Any] | None:
+        """``metrics.json`` of ``neurocine evaluate`` (None before evaluation)."""
+        path = self.path / "metrics.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def evaluation_table(self) -> str | None:
+        """The markdown table of ``metrics.md`` (None before evaluation)."""
+        path = self.path / "metrics.md"
+        return path.read_text() if path.is_file() else None
+
+    def encoder_dir(self) -> Path | None:
+        """The trained fMRI encoder: ``encoder/`` (stage 1) or ``model/encoder/`` (stage 2)."""
+        for candidate in (self.path / "encoder", self.path / "model" / "encoder"):
+            if (candidate / "config.json").is_file():
+                return candidate
+        return None
+
+    def reconstructions(self) -> Reconstructions | None:
+        """The reconstructions in ``samples/`` with their ground truth (None when absent)."""
+        from neurocine.evaluation import ORACLE, RECONSTRUCTIONS, read_reconstructions
+
+        h5_path = self.samples_dir / RECONSTRUCTIONS
+        if not h5_path.is_file():
+            return None
+        frames, index, attrs = read_reconstructions(h5_path)
+        split = str(attrs.get("split", "test"))
+        group = str(attrs.get("h5_group", "train" if split == "val" else split))
+        data_path = str(attrs.get("data_path", self.config.data.path))
+        order = np.argsort(index)
+        with h5py.File(data_path, "r") as f:
+            sorted_truth = f[f"{group}/frames"][index[order]]
+        truth = np.empty_like(sorted_truth)
+        truth[order] = sorted_truth
+        oracle = None
+        if (self.samples_dir / ORACLE).is_file():
+            o_frames, o_index, _ = read_reconstructions(self.samples_dir / ORACLE)
+            if np.array_equal(o_index, index[: len(o_index)]):
+                oracle = o_frames
+        videos = sorted((self.samples_dir / "videos").glob("*.gif")) or None
+        return Reconstructions(
+            frames, truth, index, split, float(attrs.get("fps", 1.0)), oracle, videos
+        )
+
+
+def load_run(path: str | Path) -> Run:
+    """Open a run directory (``runs/stage2/latest`` works)."""
+    return Run(path)
+
+
+def latest_run(runs_dir: str | Path, name: str) -> Run:
+    """The run ``runs/<name>/latest`` points at."""
+    return Run(Path(runs_dir) / name / "latest")
+
+
+def grid_frames(rows: list[np.ndarray], scale: int = 3, gap: int = 2) -> np.ndarray:
+    """Animated comparison grid: ``rows`` of clips ``[N, F, H, W, 3]`` → ``[F, H', W', 3]``.
+
+    Row r, column i shows clip i of ``rows[r]`` (e.g. ground truth, reconstruction, oracle),
+    nearest-neighbour upscaled by ``scale``, separated by white gaps.
+    """
+    n, f, h, w, _ = rows[0].shape
+    if any(r.shape != rows[0].shape for r in rows):
+        raise CheckpointError(f"grid rows differ in shape: {[r.shape for r in rows]}")
+    h2, w2 = h * scale, w * scale
+    canvas = np.full(
+        (f, gap + len(rows) * (h2 + gap), gap + n * (w2 + gap), 3), 255, dtype=np.uint8
+    )
+    for r, clips in enumerate(rows):
+        up = clips.repeat(scale, axis=2).repeat(scale, axis=3)
+        top = gap + r * (h2 + gap)
+        for i in range(n):
+            left = gap + i * (w2 + gap)
+            canvas[:, top : top + h2, left : left + w2] = up[i]
+    return canvas
+
+
+def gif_bytes(frames: np.ndarray, fps: float) -> bytes:
+    """A looping GIF of uint8 frames ``[F, H, W, 3]`` (for ``IPython.display.Image``)."""
+    import io
+
+    from PIL import Image
+
+    images = [Image.fromarray(frame) for frame in frames]
+    buffer = io.BytesIO()
+    images[0].save(
+        buffer,
+        format="GIF",
+        save_all=True,
+        append_images=images[1:],
+        duration=int(round(1000 / max(fps, 0.1))),
+        loop=0,
+    )
+    return buffer.getvalue()
+
+
+def write_gif(path: str | Path, frames: np.ndarray, fps: float) -> Path:
+    """:func:`gif_bytes` written atomically to ``path``."""
+    from neurocine.data.schema import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(gif_bytes(frames, fps))
+    return path
+
+
+def comparison_rows(recon: Reconstructions, n: int = 8) -> tuple[list[np.ndarray], list[str]]:
+    """The first ``n`` clips of ground truth, reconstruction (and oracle), with row names."""
+    rows, names = [recon.truth[:n], recon.frames[:n]], ["ground truth", "NeuroCine"]
+    if recon.oracle is not None:
+        rows.append(recon.oracle[:n])
+        names.append("oracle")
+    return rows, names
+
+
+def sweep_points(path: str | Path) -> list[dict[str, Any]]:
+    """Finished points of a sweep folder: ``{"id", "values", "metrics", "runs": {stage: Run}}``."""
+    out = []
+    for done in sorted(Path(path).glob("points/*/done.json")):
+        record = json.loads(done.read_text())
+        record["runs"] = {stage: Run(p) for stage, p in record.get("runs", {}).items()}
+        out.append(record)
+    return out
+
+
+def load_sweep(path: str | Path, as_frame: bool | None = None):
+    """A sweep's ``results.csv`` (its folder or the file), DataFrame or dict of arrays."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.csv"
+    return read_csv_table(path, as_frame)
+
+
+def sweep_spec(path: str | Path) -> DictConfig:
+    """The validated spec a sweep folder was run with (``sweep.yaml``)."""
+    from omegaconf import OmegaConf
+
+    from neurocine.sweep import SweepSpec
+
+    path = Path(path)
+    spec_path = path / "sweep.yaml" if path.is_dir() else path
+    if not spec_path.is_file():
+        raise CheckpointError(f"{spec_path}: no sweep.yaml")
+    return OmegaConf.merge(OmegaConf.structured(SweepSpec), OmegaConf.load(spec_path))
