@@ -272,3 +272,25 @@ def test_mindvideo_mismatches_are_checkpoint_errors(tmp_path):
     (src / "model.pth").unlink()
     with pytest.raises(CheckpointError, match="none of model.pth"):
         load_mindvideo_encoder(src)
+
+
+def test_per_patch_embedding_gives_each_patch_its_own_weights(tmp_path):
+    encoder = tiny_encoder(patch_embedding="per_patch")
+    assert encoder.patch_embed.weight.shape == (8, PATCH, 12)
+    x = fmri()
+    out = encoder(x)
+    assert out.embedding.shape == (B, 10)
+    # Shifting a signal from patch 0 to patch 1 changes the token even before positions.
+    a = torch.zeros(1, W, V)
+    b = torch.zeros(1, W, V)
+    a[..., :PATCH] = 1.0
+    b[..., PATCH : 2 * PATCH] = 1.0
+    tok_a = torch.einsum("bwpk,pkc->bwpc", encoder.patchify(a), encoder.patch_embed.weight)
+    tok_b = torch.einsum("bwpk,pkc->bwpc", encoder.patchify(b), encoder.patch_embed.weight)
+    assert not torch.allclose(tok_a[0, 0, 0], tok_b[0, 0, 1])
+    encoder.save_atomic(tmp_path / "pp")
+    loaded = FMRIEncoder.load(tmp_path / "pp").eval()
+    assert loaded.config.patch_embedding == "per_patch"
+    torch.testing.assert_close(loaded(x).embedding, out.embedding, rtol=0, atol=0)
+    with pytest.raises(ConfigError, match="encoder.patch_embedding='conv2d'"):
+        tiny_encoder(patch_embedding="conv2d")

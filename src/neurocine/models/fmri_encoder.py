@@ -44,8 +44,10 @@ MINDVIDEO_SIZES: dict[str, Any] = {
     "out_tokens": 77,
     "out_dim": 768,
     "temporal_attention": True,
+    "patch_embedding": "shared",
 }
 PRESETS = ("tiny", "mindvideo")
+PATCH_EMBEDDINGS = ("shared", "per_patch")
 
 
 def sincos_embedding(n_positions: int, dim: int) -> torch.Tensor:
@@ -212,6 +214,11 @@ class FMRIEncoder(ModelMixin, ConfigMixin):
         ``Conv1d`` patching; set when importing its checkpoints).
     use_norm : bool, default=False
         LayerNorm on the condition tokens (MinD-Video's ``use_norm``).
+    patch_embedding : {"shared", "per_patch"}, default="shared"
+        ``shared``: one linear map for every patch (MinD-Video's ``Conv1d``; a voxel's identity
+        reaches the model only through the position embedding, which needs large-scale
+        pretraining to exploit). ``per_patch``: each patch has its own map, so every voxel has
+        its own weights from the start (``P·patch_size·C`` parameters; better on small data).
     """
 
     config_name = "config.json"
@@ -234,8 +241,13 @@ class FMRIEncoder(ModelMixin, ConfigMixin):
         clip_dim: int | None = None,
         drop_remainder: bool = False,
         use_norm: bool = False,
+        patch_embedding: str = "shared",
     ) -> None:
         super().__init__()
+        if patch_embedding not in PATCH_EMBEDDINGS:
+            raise ConfigError(
+                f"encoder.patch_embedding='{patch_embedding}': expected one of {PATCH_EMBEDDINGS}"
+            )
         for name, value in (
             ("num_voxels", num_voxels),
             ("window", window),
@@ -251,7 +263,13 @@ class FMRIEncoder(ModelMixin, ConfigMixin):
             num_voxels // patch_size if drop_remainder else math.ceil(num_voxels / patch_size)
         )
         self.patch_embed = nn.Module()
-        self.patch_embed.proj = nn.Conv1d(1, embed_dim, kernel_size=patch_size, stride=patch_size)
+        if patch_embedding == "shared":
+            self.patch_embed.proj = nn.Conv1d(1, embed_dim, patch_size, stride=patch_size)
+        else:
+            self.patch_embed.weight = nn.Parameter(
+                torch.empty(self.num_patches, patch_size, embed_dim)
+            )
+            self.patch_embed.bias = nn.Parameter(torch.zeros(self.num_patches, embed_dim))
         # Fixed sin-cos patch positions (frozen, as in MinD-Video) + learned TR positions.
         self.pos_embed = nn.Parameter(
             sincos_embedding(self.num_patches, embed_dim)[None], requires_grad=False
@@ -279,9 +297,14 @@ class FMRIEncoder(ModelMixin, ConfigMixin):
             elif isinstance(module, nn.LayerNorm):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
-        weight = self.patch_embed.proj.weight
-        nn.init.xavier_uniform_(weight.view(weight.shape[0], -1), generator=generator)
-        nn.init.zeros_(self.patch_embed.proj.bias)
+        if self.config.patch_embedding == "shared":
+            weight = self.patch_embed.proj.weight
+            nn.init.xavier_uniform_(weight.view(weight.shape[0], -1), generator=generator)
+            nn.init.zeros_(self.patch_embed.proj.bias)
+        else:
+            for weight in self.patch_embed.weight:  # each patch like its own nn.Linear
+                nn.init.xavier_uniform_(weight, generator=generator)
+            nn.init.zeros_(self.patch_embed.bias)
         nn.init.normal_(self.temporal_embed, std=0.02, generator=generator)
 
     @property
@@ -332,8 +355,12 @@ class FMRIEncoder(ModelMixin, ConfigMixin):
         FMRIEncoderOutput
         """
         patches = self.patchify(fmri)
-        weight = self.patch_embed.proj.weight.flatten(1)  # Conv1d weight [C, 1, k] as [C, k]
-        x = F.linear(patches, weight, self.patch_embed.proj.bias)  # [B, W, P, C]
+        if self.config.patch_embedding == "shared":
+            weight = self.patch_embed.proj.weight.flatten(1)  # Conv1d weight [C, 1, k] as [C, k]
+            x = F.linear(patches, weight, self.patch_embed.proj.bias)  # [B, W, P, C]
+        else:
+            x = torch.einsum("bwpk,pkc->bwpc", patches, self.patch_embed.weight)
+            x = x + self.patch_embed.bias
         x = x + self.pos_embed[:, None] + self.temporal_embed
         spatial, temporal = [], []
         for block in self.blocks:
@@ -415,6 +442,7 @@ def encoder_kwargs(
         "out_tokens": int(encoder_cfg.out_tokens),
         "out_dim": int(encoder_cfg.out_dim),
         "clip_dim": int(clip_dim) if clip_dim else None,
+        "patch_embedding": str(encoder_cfg.patch_embedding),
     }
     if preset == "mindvideo":
         kwargs.update(MINDVIDEO_SIZES)
