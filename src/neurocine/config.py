@@ -96,6 +96,7 @@ class EncoderConfig:
     out_dim: int = 64  # width of each condition token
     pretrained: str | None = None  # encoder directory or MinD-Video checkpoint to start from
     preset: str = "tiny"  # tiny: the sizes above | mindvideo: MinD-Video's sizes replace them
+    patch_embedding: str = "shared"  # shared (MinD-Video's Conv1d) | per_patch (own weights)
 
 
 @dataclass
