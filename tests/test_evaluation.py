@@ -288,3 +288,45 @@ def test_evaluate_without_reconstructions_names_the_command(run_dir, tmp_path, c
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no reconstructions" in err[0]
     assert main(["evaluate", "--run", str(tmp_path / "missing")]) == 2
+
+
+def test_pretrained_classifiers_load_by_path_and_score(tmp_path):
+    """MinD-Video's classifiers are transformers checkpoints on disk: tiny random ones here."""
+    from transformers import (
+        VideoMAEConfig,
+        VideoMAEForVideoClassification,
+        VideoMAEImageProcessor,
+        ViTConfig,
+        ViTForImageClassification,
+        ViTImageProcessor,
+    )
+
+    from neurocine.evaluator import build_classifier
+
+    vit = ViTConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1,
+                    num_attention_heads=2, intermediate_size=32, num_labels=60)  # fmt: skip
+    ViTForImageClassification(vit).save_pretrained(tmp_path / "vit")
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "vit")
+    mae = VideoMAEConfig(image_size=32, patch_size=8, num_frames=2, tubelet_size=2, hidden_size=16,
+                         num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                         num_labels=55)  # fmt: skip
+    VideoMAEForVideoClassification(mae).save_pretrained(tmp_path / "mae")
+    VideoMAEImageProcessor(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+    ).save_pretrained(tmp_path / "mae")
+    cfg = load_config(
+        None,
+        [f"evaluation.image_classifier={tmp_path / 'vit'}",
+         f"evaluation.video_classifier={tmp_path / 'mae'}"],
+    )  # fmt: skip
+    classifier = build_classifier(cfg)
+    rng = np.random.default_rng(0)
+    videos = rng.integers(0, 256, (3, 4, 16, 20, 3), dtype=np.uint8)
+    frame_probs, video_probs = classifier.frame_probs(videos), classifier.video_probs(videos)
+    assert frame_probs.shape == (3, 4, 60) and video_probs.shape == (3, 55)
+    assert np.allclose(frame_probs.sum(-1), 1, atol=1e-5)
+    scores = Scorer(videos, classifier=classifier, n_ways=[2, 50], num_trials=5).score(videos)
+    assert scores["frame_50way"] == 1.0 and scores["video_50way"] == 1.0
+    missing = load_config(None, [f"evaluation.image_classifier={tmp_path / 'nothing'}"])
+    with pytest.raises(CheckpointError, match="cannot load the image classifier"):
+        build_classifier(missing)
