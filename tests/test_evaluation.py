@@ -288,6 +288,9 @@ def test_evaluate_without_reconstructions_names_the_command(run_dir, tmp_path, c
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no reconstructions" in err[0]
     assert main(["evaluate", "--run", str(tmp_path / "missing")]) == 2
+    (bare / "config.yaml").write_text("stage: stage1\n")
+    with pytest.raises(CheckpointError, match="a stage-1 run has no reconstructions"):
+        find_reconstructions(bare)
 
 
 def test_pretrained_classifiers_load_by_path_and_score(tmp_path):

@@ -37,7 +37,7 @@ from typing import Any
 import h5py
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from neurocine.config import load_saved_config, merge_layer, parse_overrides
 from neurocine.data.schema import atomic_path, read_strings
@@ -100,6 +100,11 @@ def find_reconstructions(path: str | Path) -> RunSamples:
     if not (path / "config.yaml").is_file():
         raise CheckpointError(f"{path}: no config.yaml and no {RECONSTRUCTIONS}: not a run")
     h5_path = path / SAMPLES_DIR / RECONSTRUCTIONS
+    if not h5_path.is_file() and OmegaConf.load(path / "config.yaml").get("stage") == "stage1":
+        raise CheckpointError(
+            f"{path}: a stage-1 run has no reconstructions: train stage 2 on its encoder "
+            f"(stage2.encoder_ckpt={path / 'encoder'}), then reconstruct and evaluate that run"
+        )
     if not h5_path.is_file():
         raise CheckpointError(
             f"{path}: no reconstructions ({SAMPLES_DIR}/{RECONSTRUCTIONS}); make them first with "
