@@ -231,3 +231,19 @@ def test_fine_tuned_encoder_trains_at_its_own_learning_rate(tiny_subject, encode
     assert {g["lr"] for g in groups} == {1e-3, 2e-3}
     moved = [not torch.equal(v, module.encoder.state_dict()[k]) for k, v in encoder_before.items()]
     assert any(moved)
+
+
+def test_experiment_yaml_builds_the_demo_denoiser():
+    from pathlib import Path
+
+    from neurocine.config import load_config
+    from neurocine.models.video_unet import build_denoiser
+
+    root = Path(__file__).resolve().parent.parent
+    cfg = load_config(root / "experiments" / "stage2.yaml")
+    assert cfg.stage == "stage2" and cfg.stage2.encoder_ckpt == "runs/stage1/latest/encoder"
+    assert 0 < cfg.stage2.noise.ratio < 1
+    denoiser = build_denoiser(cfg.unet, seed=int(cfg.seed))
+    # The simulated clips (6 × 32 × 32) reach attention as 8 × 8 tokens per frame.
+    assert denoiser.codec.latent_shape(6, 32, 32) == (48, 6, 8, 8)
+    assert build_callbacks(cfg)[0].ratio_at(0, 0) == cfg.stage2.noise.ratio

@@ -125,7 +125,7 @@ class UNetConfig:
     gradient_checkpointing: bool = False
     # random preset: pixel space, frames folded space-to-depth (32×32×3 → 8×8×48 with 4)
     space_to_depth: int = 4
-    block_out_channels: list[int] = field(default_factory=lambda: [64, 128])
+    block_out_channels: list[int] = field(default_factory=lambda: [48, 96])
     layers_per_block: int = 1
     num_attention_heads: int = 4  # spatial self-/cross-attention heads
     motion_num_attention_heads: int = 4  # temporal (motion module) attention heads
