@@ -25,6 +25,7 @@ from neurocine.evaluation import (
     markdown_table,
 )
 from neurocine.evaluator import (
+    TrainedClassifier,
     data_fingerprint,
     default_dir,
     ensure_evaluator,
@@ -161,6 +162,21 @@ def test_evaluator_learns_the_labels_saves_and_reloads(subject, tmp_path):
     assert default_dir(subject).name == "sub.h5.evaluator"
 
 
+def test_scores_of_a_row_do_not_depend_on_the_rows_before(subject, tmp_path):
+    """Rows are scored one after another on temporary arrays: nothing may leak between them."""
+    cfg = load_config(None, FAST_EVAL)
+    train_evaluator(subject, cfg.evaluation.evaluator, tmp_path / "ev", progress=False)
+    trained = TrainedClassifier(load_evaluator(tmp_path / "ev"), "trained")
+    with h5py.File(subject) as f:
+        truth = f["test/frames"][:12]
+    flat = MeanFrame().fit(truth).predict(12, truth.shape[1])
+    scorer = Scorer(truth, classifier=trained, n_ways=[2, 5], num_trials=20)
+    scorer.score(truth.copy())  # a temporary, freed before the next row is scored
+    second = scorer.score(flat.copy())
+    alone = Scorer(truth, classifier=trained, n_ways=[2, 5], num_trials=20).score(flat)
+    assert second == alone and second["video_5way"] < 1.0
+
+
 def test_evaluator_for_other_data_is_retrained(subject, tmp_path):
     other = coloured_subject(tmp_path / "other.h5", seed=5)
     cfg = load_config(None, [*FAST_EVAL, "evaluation.evaluator.epochs=1"])
@@ -193,8 +209,9 @@ class FixedClassifier:
         e = np.exp(logits - logits.max(-1, keepdims=True))
         return (e / e.sum(-1, keepdims=True)).astype(np.float32)
 
-    def video_probs(self, videos):
-        return self.frame_probs(videos).mean(axis=1)
+    def probs(self, videos):
+        frame = self.frame_probs(videos)
+        return frame, frame.mean(axis=1)
 
 
 def test_scorer_perfect_and_trivial_predictions(subject):
@@ -325,7 +342,7 @@ def test_pretrained_classifiers_load_by_path_and_score(tmp_path):
     classifier = build_classifier(cfg)
     rng = np.random.default_rng(0)
     videos = rng.integers(0, 256, (3, 4, 16, 20, 3), dtype=np.uint8)
-    frame_probs, video_probs = classifier.frame_probs(videos), classifier.video_probs(videos)
+    frame_probs, video_probs = classifier.probs(videos)
     assert frame_probs.shape == (3, 4, 60) and video_probs.shape == (3, 55)
     assert np.allclose(frame_probs.sum(-1), 1, atol=1e-5)
     scores = Scorer(videos, classifier=classifier, n_ways=[2, 50], num_trials=5).score(videos)

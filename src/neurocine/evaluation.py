@@ -167,8 +167,7 @@ class Scorer:
         self._gt_frame = self._gt_video = self._gt_clip = None
         self.ways: dict[str, list[int]] = {"frame": [], "video": []}
         if self.classifier is not None:
-            self._gt_frame = self.classifier.frame_probs(self.truth)
-            self._gt_video = self.classifier.video_probs(self.truth)
+            self._gt_frame, self._gt_video = self.classifier.probs(self.truth)
             for kind, probs in (("frame", self._gt_frame), ("video", self._gt_video)):
                 if probs is None:
                     continue
@@ -211,15 +210,16 @@ class Scorer:
                 "psnr_std": float(psnr.std()),
             }
         if self.classifier is not None:
+            frame_probs, video_probs = self.classifier.probs(pred)
             if self.ways["frame"]:
-                probs = self.classifier.frame_probs(pred)
+                probs = frame_probs
                 for n in self.ways["frame"]:
                     mean, std = frame_based_n_way(
                         probs, self._gt_frame, n, self.num_trials, 1, self.k_true, self._generator()
                     )
                     out[f"frame_{n}way"], out[f"frame_{n}way_std"] = mean, std
             if self.ways["video"]:
-                probs = self.classifier.video_probs(pred)
+                probs = video_probs
                 for n in self.ways["video"]:
                     mean, std = video_based_n_way(
                         probs, self._gt_video, n, self.num_trials, 1, self.k_true, self._generator()

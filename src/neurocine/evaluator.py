@@ -1,6 +1,7 @@
 """Classifiers that score reconstructions semantically (the n-way metrics, DESIGN.md §10).
 
-Two kinds share one small interface, :class:`Classifier` (``frame_probs``, ``video_probs``):
+Two kinds share one small interface, :class:`Classifier` (``probs``: softmax per frame and per
+clip):
 
 - **Trained** (simulated data): :class:`ClipClassifier`, a small CNN trained by
   :func:`train_evaluator` (``neurocine train-evaluator``) on the ground-truth training clips and
@@ -51,15 +52,15 @@ FORMAT = "neurocine-evaluator/1"
 
 
 class Classifier(Protocol):
-    """What the evaluation needs of a classifier; either method may return None (not offered)."""
+    """What the evaluation needs of a classifier."""
 
     name: str
 
-    def frame_probs(self, videos: np.ndarray) -> np.ndarray | None:
-        """uint8 ``[N, F, H, W, 3]`` → softmax per frame ``[N, F, C]``."""
+    def probs(self, videos: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """uint8 ``[N, F, H, W, 3]`` → softmax per frame ``[N, F, C]`` and per clip ``[N, C']``.
 
-    def video_probs(self, videos: np.ndarray) -> np.ndarray | None:
-        """uint8 ``[N, F, H, W, 3]`` → softmax per clip ``[N, C]``."""
+        Either is None when the classifier does not offer it (e.g. no video model).
+        """
 
 
 # --- the trained evaluator ---------------------------------------------------------------------
@@ -435,23 +436,11 @@ class TrainedClassifier:
 
     def __init__(self, model: ClipClassifier, name: str, batch_size: int = 64) -> None:
         self.model, self.name, self.batch_size = model, name, batch_size
-        self._cache: tuple[int, np.ndarray, np.ndarray] | None = None
 
-    def _probs(self, videos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if self._cache is None or self._cache[0] != id(videos):
-            f_logits, v_logits = predict_logits(self.model, videos, self.batch_size)
-            self._cache = (
-                id(videos),
-                f_logits.softmax(-1).numpy(),
-                v_logits.softmax(-1).numpy(),
-            )
-        return self._cache[1], self._cache[2]
-
-    def frame_probs(self, videos: np.ndarray) -> np.ndarray:
-        return self._probs(videos)[0]
-
-    def video_probs(self, videos: np.ndarray) -> np.ndarray:
-        return self._probs(videos)[1]
+    def probs(self, videos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Frame ``[N, F, C]`` and clip ``[N, C]`` softmax from one pass over the frames."""
+        f_logits, v_logits = predict_logits(self.model, videos, self.batch_size)
+        return f_logits.softmax(-1).numpy(), v_logits.softmax(-1).numpy()
 
 
 def ensure_evaluator(
@@ -523,6 +512,10 @@ class PretrainedClassifier:
         self.video = _load_pretrained(video_classifier, "video") if video_classifier else None
         names = [p for p in (image_classifier, video_classifier) if p]
         self.name = "pretrained " + " + ".join(Path(p).name for p in names)
+
+    def probs(self, videos: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Image-classifier softmax per frame and video-classifier softmax per clip."""
+        return self.frame_probs(videos), self.video_probs(videos)
 
     @torch.no_grad()
     def frame_probs(self, videos: np.ndarray) -> np.ndarray | None:
