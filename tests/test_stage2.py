@@ -247,3 +247,22 @@ def test_experiment_yaml_builds_the_demo_denoiser():
     # The simulated clips (6 × 32 × 32) reach attention as 8 × 8 tokens per frame.
     assert denoiser.codec.latent_shape(6, 32, 32) == (48, 6, 8, 8)
     assert build_callbacks(cfg)[0].ratio_at(0, 0) == cfg.stage2.noise.ratio
+
+
+def test_checkpoint_keeps_the_installed_noise_and_the_generator(
+    tiny_subject, encoder_dir, tmp_path
+):
+    cfg = tiny_config(tiny_subject, encoder_dir, tmp_path)
+    datamodule = setup(cfg)
+    module = build_module(cfg, datamodule)
+    DependentNoiseCallback(0.6, mode="progressive").install(module, 0.6)
+    torch.rand(5, generator=module.generator)  # advance it, as training does
+    checkpoint: dict = {}
+    module.on_save_checkpoint(checkpoint)
+    expected = torch.rand(5, generator=module.generator)
+    resumed = build_module(cfg, datamodule)
+    assert resumed.noise_scheduler.config.dependent_ratio == 0.0
+    resumed.on_load_checkpoint(checkpoint)
+    config = resumed.noise_scheduler.config
+    assert (config.dependent_ratio, config.dependent_mode) == (0.6, "progressive")
+    assert torch.equal(torch.rand(5, generator=resumed.generator), expected)
