@@ -20,6 +20,7 @@ import platform
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from importlib import metadata
 from importlib.util import find_spec
 from pathlib import Path
@@ -36,12 +37,13 @@ from neurocine.errors import CheckpointError, ConfigError
 
 STAGES = ("stage1", "stage2")
 RUN_DIR_ENV = "NEUROCINE_RUN_DIR"
+CHECKPOINT_FORMAT = 1
 PACKAGES = ("neurocine", "torch", "lightning", "diffusers", "transformers", "numpy", "h5py")
 
 
 def is_launcher_process() -> bool:
-    """True in the process that started the run (not in a DDP child it re-launched)."""
-    return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+    """True in the global rank-0 process (not in a DDP child, nor on another node)."""
+    return all(int(os.environ.get(k, 0)) == 0 for k in ("RANK", "LOCAL_RANK", "NODE_RANK"))
 
 
 def new_run_dir(runs_dir: str | Path, name: str) -> Path:
@@ -117,36 +119,78 @@ def resolve_run(cfg: DictConfig) -> tuple[Path, str | None]:
         return path.resolve().parent.parent, str(path)
     if inherited:
         return Path(inherited), None
+    if not is_launcher_process():
+        # Another node of a torchrun/SLURM job: rank 0 owns the run directory and Lightning
+        # broadcasts its checkpoint path; this rank writes nothing of its own.
+        return Path(cfg.runs_dir) / cfg.name / f".rank{os.environ.get('RANK', '?')}", None
     return new_run_dir(cfg.runs_dir, cfg.name), None
 
 
-class RNGStateCallback(L.Callback):
-    """Save and restore the global torch RNG (dropout, diffusion timesteps) with checkpoints.
+class RunStateCallback(L.Callback):
+    """Stamp checkpoints with their stage and keep the global torch RNG in them.
 
     Lightning restores the model, optimizers, loops and the DataModule's state but not the
-    process RNG; without this a resumed run draws different dropout masks than an
-    uninterrupted one and its final metrics differ.
+    process RNG (dropout, diffusion timesteps); without it a resumed run draws differently from
+    an uninterrupted one. The stage stamp lets :func:`check_checkpoint` refuse a checkpoint of
+    the other stage before anything is loaded.
     """
 
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        checkpoint["neurocine_rng"] = {"torch": torch.get_rng_state()}
+        checkpoint["neurocine"] = {
+            "stage": self.stage,
+            "format": CHECKPOINT_FORMAT,
+            "torch_rng": torch.get_rng_state(),
+        }
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        state = checkpoint.get("neurocine_rng")
+        state = checkpoint.get("neurocine")
         if state is not None:
-            torch.set_rng_state(state["torch"])
+            torch.set_rng_state(state["torch_rng"])
+
+
+def check_checkpoint(path: str | Path, stage: str) -> None:
+    """Refuse, with one line, a checkpoint that is truncated, foreign, newer, or of another stage.
+
+    Loads with ``weights_only=True`` (no code from the file runs) and ``mmap=True`` (tensors are
+    not read), so the check is cheap even for large checkpoints.
+    """
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # truncated zip, pickle with code, not a torch file …
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint ({first[:200]})") from exc
+    stamp = checkpoint.get("neurocine") if isinstance(checkpoint, dict) else None
+    if not isinstance(stamp, dict):
+        raise CheckpointError(f"{path}: not a neurocine training checkpoint")
+    if int(stamp.get("format", 0)) > CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path}: checkpoint format {stamp.get('format')} is newer than this neurocine "
+            f"({CHECKPOINT_FORMAT}); upgrade neurocine"
+        )
+    if stamp.get("stage") != stage:
+        raise CheckpointError(f"{path}: a {stamp.get('stage')} checkpoint, cannot resume {stage}")
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list, monitor) -> L.Trainer:
     """A Lightning Trainer from ``cfg.trainer`` with NeuroCine's checkpoints and loggers."""
-    checkpoint = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints",
-        filename="best",
-        save_last=True,
-        monitor=monitor[0] if monitor else None,
-        mode=monitor[1] if monitor else "min",
-        save_top_k=1,
-    )
+    directory = run_dir / "checkpoints"
+    # Lightning ≥ 2.6 writes ``save_last`` only when a top-k checkpoint was written at the same
+    # step, so a run whose metric stops improving would resume from a stale last.ckpt. A
+    # separate monitor-less callback rewrites last.ckpt at every epoch end instead; it comes
+    # after the "best" callback so that last.ckpt carries that callback's updated state.
+    checkpoints = [
+        ModelCheckpoint(
+            dirpath=directory, filename="last", save_top_k=1, enable_version_counter=False
+        )
+    ]
+    if monitor:
+        best = ModelCheckpoint(
+            dirpath=directory, filename="best", monitor=monitor[0], mode=monitor[1], save_top_k=1
+        )
+        checkpoints.insert(0, best)
     loggers = [CSVLogger(run_dir, name="logs", version="")]
     if find_spec("tensorboard") is not None:
         from lightning.pytorch.loggers import TensorBoardLogger
@@ -155,10 +199,40 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list, monitor) -> L
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     return L.Trainer(
         default_root_dir=run_dir,
-        callbacks=[checkpoint, RNGStateCallback(), *callbacks],
+        callbacks=[*checkpoints, RunStateCallback(cfg.stage), *callbacks],
         logger=loggers,
         **kwargs,
     )
+
+
+def rotate_csv_log(run_dir: Path) -> Path | None:
+    """Move ``logs/metrics.csv`` to ``logs/metrics-<k>.csv`` before a resumed fit.
+
+    Lightning's CSV logger rewrites its file from memory when new columns appear, which would
+    drop the rows of the interrupted segment; each segment keeps its own file instead and
+    ``logs/metrics.csv`` is always the newest (``neurocine.analysis`` reads them in order).
+    """
+    current = run_dir / "logs" / "metrics.csv"
+    if not current.is_file():
+        return None
+    k = len(list(current.parent.glob("metrics-*.csv")))
+    target = current.with_name(f"metrics-{k}.csv")
+    current.replace(target)
+    return target
+
+
+@contextmanager
+def _run_dir_for_children(run_dir: Path):
+    """Expose ``run_dir`` to processes that DDP launches during ``trainer.fit``, then restore."""
+    previous = os.environ.get(RUN_DIR_ENV)
+    os.environ[RUN_DIR_ENV] = str(run_dir)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(RUN_DIR_ENV, None)
+        else:
+            os.environ[RUN_DIR_ENV] = previous
 
 
 def fit(cfg: DictConfig) -> Path:
@@ -180,13 +254,17 @@ def fit(cfg: DictConfig) -> Path:
     module = lit.build_module(cfg, datamodule)
     callbacks = lit.build_callbacks(cfg) if hasattr(lit, "build_callbacks") else []
     run_dir, ckpt_path = resolve_run(cfg)
-    os.environ[RUN_DIR_ENV] = str(run_dir)
+    if ckpt_path is not None:
+        check_checkpoint(ckpt_path, stage)
     if is_launcher_process():
+        if ckpt_path is not None:
+            rotate_csv_log(run_dir)
         save_config(cfg, run_dir / "config.yaml")
         (run_dir / "environment.json").write_text(json.dumps(environment(), indent=2))
     monitor = getattr(module, "checkpoint_monitor", None)
     trainer = build_trainer(cfg, run_dir, callbacks, monitor)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    with _run_dir_for_children(run_dir):
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if trainer.is_global_zero:
         if hasattr(module, "export"):
             module.export(run_dir)
