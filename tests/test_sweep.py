@@ -198,3 +198,43 @@ def test_final_metrics_are_the_last_logged_values(tmp_path):
     )
     assert final_metrics(tmp_path) == {"train/loss": 1.0, "val/top1_50way": 0.3}
     assert final_metrics(tmp_path / "nowhere") == {}
+
+
+@pytest.mark.slow
+def test_stage1_and_stage2_sweep_evaluates_each_point(experiment, tmp_path):
+    from stage2_helpers import TINY_UNET
+
+    stage2 = tmp_path / "tiny_stage2.yaml"
+    stage2.write_text(
+        experiment.read_text().replace("stage: stage1", "stage: stage2")
+        + "sampling: {steps: 2, batch_size: 8}\n"
+    )
+    spec = write_sweep(
+        tmp_path / "noise.yaml",
+        f"""
+base: {experiment}
+base_stage2: {stage2}
+stages: [stage1, stage2]
+metric: neurocine/ssim
+sweep: {{stage2.noise.ratio: [0.0, 0.5]}}
+overrides: {
+            json.dumps(
+                [
+                    *TINY_UNET,
+                    "evaluation.reconstruct_limit=4",
+                    "evaluation.baselines=[mean_frame]",
+                    "evaluation.evaluator.epochs=1",
+                ]
+            )
+        }
+out_dir: {tmp_path / "out"}
+""",
+    )
+    result = run_sweep(spec, progress=False, log=lambda _: None)
+    root = tmp_path / "out" / "noise"
+    assert len(runs_in(root / "stage1")) == 1  # ρ does not change stage 1: trained once
+    for row in result.rows:
+        assert {"neurocine/ssim", "mean_frame/ssim", "stage2:val/loss"} <= set(row["metrics"])
+        run2 = Path(row["runs"]["stage2"])
+        assert (run2 / "metrics.json").is_file()
+        assert f"ratio: {row['values']['stage2.noise.ratio']}" in (run2 / "config.yaml").read_text()
