@@ -37,13 +37,17 @@ STAGE1 = ROOT / "experiments" / "stage1.yaml"
 FRAMES, SIZE, VOXELS, WINDOW = 6, 32, 2000, 2
 
 
-def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, float, int]:
-    """(wall seconds, peak RSS MB of that child, exit status) of a subprocess."""
+def run_measured(cmd: list[str]) -> dict:
+    """Wall and CPU seconds, peak RSS (MB) and exit status of a subprocess (``os.wait4``)."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})})
+    proc = subprocess.Popen(cmd, cwd=ROOT)
     _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return time.perf_counter() - start, usage.ru_maxrss / 1024, proc.returncode
+    return {
+        "wall_s": time.perf_counter() - start,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "code": os.waitstatus_to_exitcode(status),
+    }
 
 
 # -- 1. one training step, in a worker process ----------------------------------------------------
@@ -76,17 +80,18 @@ def step_worker(batch: int, steps: int, out: Path) -> None:
             torch.uint8
         ),
     }
-    times = []
+    times, cpu = [], []
     for i in range(steps + 2):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         loss = module._common_step(data, "train", g)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if i >= 2:  # two warm-up steps
             times.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
     params = sum(p.numel() for p in denoiser.unet.parameters())
-    out.write_text(json.dumps({"times": times, "unet_params": params}))
+    out.write_text(json.dumps({"times": times, "cpu": cpu, "unet_params": params}))
 
 
 def measure_steps(batches: list[int], steps: int, workdir: Path) -> list[dict]:
@@ -95,15 +100,21 @@ def measure_steps(batches: list[int], steps: int, workdir: Path) -> list[dict]:
         out = workdir / f"step_{batch}.json"
         cmd = [sys.executable, "-m", "bench.stage2_speed", "--worker-step", str(batch),
                "--steps", str(steps), "--worker-out", str(out)]  # fmt: skip
-        _, rss, code = run_measured(cmd)
-        if code:
-            raise SystemExit(f"step worker (batch {batch}) failed with exit {code}")
+        measured = run_measured(cmd)
+        if measured["code"]:
+            raise SystemExit(f"step worker (batch {batch}) failed: exit {measured['code']}")
         result = json.loads(out.read_text())
         median = statistics.median(result["times"])
         rows.append(
-            {"batch": batch, "s_per_step": median, "samples_per_s": batch / median,
-             "peak_rss_mb": rss, "unet_params": result["unet_params"]}
-        )  # fmt: skip
+            {
+                "batch": batch,
+                "s_per_step": median,
+                "cpu_s_per_step": statistics.median(result["cpu"]),
+                "samples_per_s": batch / median,
+                "peak_rss_mb": measured["peak_rss_mb"],
+                "unet_params": result["unet_params"],
+            }
+        )
     return rows
 
 
@@ -126,16 +137,17 @@ def prepare_data(workdir: Path, encoder: str | None) -> tuple[Path, Path]:
     return data, directory
 
 
-def train(data: Path, encoder: Path, runs: Path, ratio: float | None) -> tuple[float, float, Path]:
+def train(data: Path, encoder: Path, runs: Path, ratio: float | None) -> tuple[dict, Path]:
+    """Run the training command; its measurements and the run directory."""
     cmd = [sys.executable, "-m", "neurocine", "train", "stage2", "--config", str(EXPERIMENT),
            f"data.path={data}", f"stage2.encoder_ckpt={encoder}", f"runs_dir={runs}",
            "trainer.enable_progress_bar=false"]  # fmt: skip
     if ratio is not None:
         cmd.append(f"stage2.noise.ratio={ratio}")
-    wall, rss, code = run_measured(cmd)
-    if code:
-        raise SystemExit(f"neurocine train stage2 failed with exit {code}")
-    return wall, rss, (runs / "stage2" / "latest").resolve()
+    measured = run_measured(cmd)
+    if measured["code"]:
+        raise SystemExit(f"neurocine train stage2 failed with exit {measured['code']}")
+    return measured, (runs / "stage2" / "latest").resolve()
 
 
 # -- 3. sampling ----------------------------------------------------------------------------------
@@ -198,50 +210,48 @@ def main() -> int:
         data["steps"] = measure_steps(args.batches, args.steps, workdir)
         if not args.no_train:
             sim, encoder = prepare_data(workdir, args.encoder)
-            configured = None
-            wall, rss, run = train(sim, encoder, workdir / "runs", configured)
-            ratio = json.loads((run / "model" / "scheduler" / "scheduler_config.json").read_text())
-            data["train"] = {"wall_s": wall, "peak_rss_mb": rss,
-                             "dependent_ratio": ratio["dependent_ratio"],
-                             "encoder": "trained" if args.encoder else "random"}  # fmt: skip
+            measured, run = train(sim, encoder, workdir / "runs", None)
+            config = run / "model" / "scheduler" / "scheduler_config.json"
+            ratio = json.loads(config.read_text())["dependent_ratio"]
+            data["train"] = {
+                **measured,
+                "dependent_ratio": ratio,
+                "encoder": "trained" if args.encoder else "random",
+            }
             data["sampling"] = sampling_speed(run, [10, 25, 50], args.sample_videos)
             if args.ssim:
                 ssim_rho = test_ssim(run, args.ssim_clips, workdir)
-                _, _, run0 = train(sim, encoder, workdir / "runs0", 0.0)
+                _, run0 = train(sim, encoder, workdir / "runs0", 0.0)
                 ssim_zero = test_ssim(run0, args.ssim_clips, workdir)
-                data["ssim"] = {"clips": args.ssim_clips, "rho": ratio["dependent_ratio"],
+                data["ssim"] = {"clips": args.ssim_clips, "rho": ratio,
                                 "ssim_rho": ssim_rho, "ssim_rho0": ssim_zero}  # fmt: skip
 
+    steps = data["steps"]
     tables = [
         markdown_table(
-            ["batch", "s / step", "samples / s", "peak RSS (MB)", "UNet params"],
+            ["batch", "s / step", "CPU s / step", "samples / s", "peak RSS (MB)", "UNet params"],
             [
                 [
                     r["batch"],
                     r["s_per_step"],
+                    r["cpu_s_per_step"],
                     r["samples_per_s"],
                     r["peak_rss_mb"],
                     f"{r['unet_params'] / 1e6:.2f} M",
                 ]
-                for r in data["steps"]
+                for r in steps
             ],
-        )  # fmt: skip
+        )
     ]
     if "train" in data:
         t = data["train"]
+        command = "neurocine train stage2 --config experiments/stage2.yaml"
+        row = [command, t["wall_s"], t["cpu_s"], t["peak_rss_mb"], t["dependent_ratio"]]
         tables.append(
             markdown_table(
-                ["command", "wall (s)", "peak RSS (MB)", "ρ", "stage-1 encoder"],
-                [
-                    [
-                        "neurocine train stage2 --config experiments/stage2.yaml",
-                        t["wall_s"],
-                        t["peak_rss_mb"],
-                        t["dependent_ratio"],
-                        t["encoder"],
-                    ]
-                ],
-            )  # fmt: skip
+                ["command", "wall (s)", "CPU (s)", "peak RSS (MB)", "ρ", "stage-1 encoder"],
+                [[*row, t["encoder"]]],
+            )
         )
         tables.append(
             markdown_table(
