@@ -14,7 +14,8 @@ from stage2_helpers import TINY_UNET
 from neurocine.config import load_config
 from neurocine.evaluation import evaluate_run
 from neurocine.reconstruct import reconstruct
-from neurocine.sweep import fit_fresh, run_sweep
+from neurocine.sweep import run_sweep
+from neurocine.training import fit
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -65,7 +66,7 @@ trainer: {{max_epochs: 1, limit_train_batches: 2, enable_progress_bar: false, lo
             *TINY_UNET,
         ],
     )
-    run = fit_fresh(cfg)
+    run = fit(cfg)
     reconstruct(run, run / "samples", limit=6, progress=False)
     evaluate_run(run, progress=False)
     torch.set_num_threads(threads)

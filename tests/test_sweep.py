@@ -6,11 +6,13 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from factories import write_tiny_subject
 from PIL import Image
 
+from neurocine.analysis.runs import read_run_log
 from neurocine.cli import main
 from neurocine.errors import ConfigError
 from neurocine.sweep import expand, final_metrics, load_spec, point_id, run_sweep
@@ -198,6 +200,14 @@ def test_final_metrics_are_the_last_logged_values(tmp_path):
     )
     assert final_metrics(tmp_path) == {"train/loss": 1.0, "val/top1_50way": 0.3}
     assert final_metrics(tmp_path / "nowhere") == {}
+    # A resumed run: the driver rotated the first segment's log to metrics-0.csv.
+    log.rename(log.with_name("metrics-0.csv"))
+    log.write_text("epoch,step,train/loss,val/loss\n3,19,0.5,\n3,19,,0.7\n")
+    assert final_metrics(tmp_path) == {"train/loss": 0.5, "val/top1_50way": 0.3, "val/loss": 0.7}
+    table = read_run_log(tmp_path, as_frame=False)
+    assert list(table["step"]) == [4, 4, 9, 9, 14, 19, 19]
+    assert np.isnan(table["val/loss"][:5]).all() and table["val/loss"][6] == 0.7
+    assert read_run_log(tmp_path, as_frame=True).shape == (7, 5)
 
 
 @pytest.mark.slow

@@ -106,7 +106,8 @@ def run_demo(
     from neurocine.evaluation import SAMPLES_DIR, evaluate_run
     from neurocine.evaluator import ensure_evaluator
     from neurocine.reconstruct import reconstruct
-    from neurocine.sweep import _with, fit_fresh
+    from neurocine.sweep import _with
+    from neurocine.training import fit
 
     seconds: dict[str, float] = {}
     started = time.perf_counter()
@@ -134,10 +135,10 @@ def run_demo(
     ensure_evaluator(data, ev.evaluator, ev.evaluator_dir, progress=progress)
     step("evaluator")
     log("[demo] 4/7 stage 1: contrastive fMRI encoder")
-    run1 = fit_fresh(cfg1)
+    run1 = fit(cfg1)
     step("stage1")
     log("[demo] 5/7 stage 2: video diffusion conditioned on the stage-1 encoder")
-    run2 = fit_fresh(_with(cfg2, **{"stage2.encoder_ckpt": str(run1 / "encoder")}))
+    run2 = fit(_with(cfg2, **{"stage2.encoder_ckpt": str(run1 / "encoder")}))
     step("stage2")
     log(f"[demo] 6/7 reconstruct {ev.reconstruct_limit or 'all'} test clips")
     samples = run2 / SAMPLES_DIR

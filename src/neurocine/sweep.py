@@ -43,7 +43,6 @@ import io
 import itertools
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +51,7 @@ from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from neurocine.analysis.runs import final_metrics
 from neurocine.config import load_config, merge_layer, require
 from neurocine.data.schema import atomic_path
 from neurocine.errors import ConfigError
@@ -195,31 +195,6 @@ def expand(spec: DictConfig, source: str = "sweep") -> list[Point]:
 # --- results of runs ---------------------------------------------------------------------------
 
 
-def _number(text: str) -> float | None:
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        return None
-    return value
-
-
-def final_metrics(run_dir: str | Path) -> dict[str, float]:
-    """The last logged value of every numeric column of ``<run>/logs/metrics.csv``."""
-    path = Path(run_dir) / "logs" / "metrics.csv"
-    if not path.is_file():
-        return {}
-    last: dict[str, float] = {}
-    with path.open(newline="") as f:
-        for row in csv.DictReader(f):
-            for key, text in row.items():
-                if key in ("epoch", "step") or text in (None, ""):
-                    continue
-                value = _number(text)
-                if value is not None:
-                    last[key] = value
-    return last
-
-
 def _write_json(path: Path, data: dict) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, default=str))
@@ -238,21 +213,6 @@ def stage1_hash(cfg: DictConfig) -> str:
     for key in NOT_STAGE1:
         data.pop(key, None)
     return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def fit_fresh(cfg: DictConfig) -> Path:
-    """:func:`neurocine.training.fit` in a new run directory, even after an earlier fit.
-
-    The driver hands its run directory to DDP children through ``NEUROCINE_RUN_DIR`` and leaves
-    it set; a second fit in the same process must not inherit it.
-    """
-    from neurocine.training import RUN_DIR_ENV, fit
-
-    os.environ.pop(RUN_DIR_ENV, None)
-    try:
-        return fit(cfg)
-    finally:
-        os.environ.pop(RUN_DIR_ENV, None)
 
 
 def _with(cfg: DictConfig, **values: Any) -> DictConfig:
@@ -282,7 +242,9 @@ def _run_stage1(cfg: DictConfig, root: Path, log: Callable[[str], None]) -> tupl
     if done and Path(done["run"]).is_dir():
         log(f"  stage1: finished earlier ({done['run']})")
         return Path(done["run"]), done["metrics"]
-    run = fit_fresh(_with(cfg, name="stage1", runs_dir=str(folder)))
+    from neurocine.training import fit
+
+    run = fit(_with(cfg, name="stage1", runs_dir=str(folder)))
     metrics = final_metrics(run)
     _write_json(folder / "done.json", {"run": str(run), "metrics": metrics})
     return run, metrics
@@ -293,10 +255,11 @@ def _run_stage2(
 ) -> tuple[Path, dict]:
     from neurocine.evaluation import SAMPLES_DIR, evaluate_run, flat_metrics
     from neurocine.reconstruct import reconstruct
+    from neurocine.training import fit
 
     encoder = str(encoder_run / "encoder")
     cfg = _with(cfg, name="stage2", runs_dir=str(folder), **{"stage2.encoder_ckpt": encoder})
-    run = fit_fresh(cfg)
+    run = fit(cfg)
     limit = cfg.evaluation.reconstruct_limit
     reconstruct(run, run / SAMPLES_DIR, limit=limit, progress=progress, videos=False)
     evaluation = evaluate_run(run, progress=progress)

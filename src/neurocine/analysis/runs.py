@@ -59,6 +59,66 @@ def read_csv_table(path: str | Path, as_frame: bool | None = None):
     return table
 
 
+def csv_logs(run_dir: str | Path) -> list[Path]:
+    """A run's CSV logs in time order: ``logs/metrics-0.csv``, ``-1``, …, ``logs/metrics.csv``.
+
+    A resumed run keeps one file per training segment (the driver rotates the log before it
+    resumes); a run trained in one go has only ``metrics.csv``.
+    """
+    logs = Path(run_dir) / "logs"
+    segments = []
+    for path in logs.glob("metrics-*.csv"):
+        suffix = path.stem.split("-", 1)[1]
+        if suffix.isdigit():
+            segments.append((int(suffix), path))
+    out = [path for _, path in sorted(segments)]
+    if (logs / "metrics.csv").is_file():
+        out.append(logs / "metrics.csv")
+    return out
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text) if text not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def final_metrics(run_dir: str | Path) -> dict[str, float]:
+    """The last logged value of every numeric column of a run's CSV logs (all segments)."""
+    last: dict[str, float] = {}
+    for path in csv_logs(run_dir):
+        with path.open(newline="") as f:
+            for row in csv.DictReader(f):
+                for key, text in row.items():
+                    value = _number(text)
+                    if key not in ("epoch", "step") and value is not None:
+                        last[key] = value
+    return last
+
+
+def read_run_log(run_dir: str | Path, as_frame: bool | None = None):
+    """All CSV log segments of a run, concatenated in time order (see :func:`read_csv_table`)."""
+    paths = csv_logs(run_dir)
+    if not paths:
+        raise CheckpointError(f"{run_dir}: no logs/metrics.csv")
+    if as_frame is None:
+        as_frame = HAS_PANDAS
+    tables = [read_csv_table(p, as_frame) for p in paths]
+    if as_frame:
+        import pandas as pd
+
+        return pd.concat(tables, ignore_index=True)
+    names = list(dict.fromkeys(k for t in tables for k in t))
+    out = {}
+    for name in names:
+        parts = [
+            t[name] if name in t else np.full(len(next(iter(t.values()))), np.nan) for t in tables
+        ]
+        out[name] = np.concatenate(parts)
+    return out
+
+
 def curves(table, columns: list[str] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{column: (steps, values)}`` with the rows where the column has a value.
 
@@ -116,8 +176,8 @@ class Run:
         return self.path / "samples"
 
     def log(self, as_frame: bool | None = None):
-        """The CSV log (``logs/metrics.csv``): DataFrame or dict of arrays."""
-        return read_csv_table(self.path / "logs" / "metrics.csv", as_frame)
+        """The CSV log (all segments of ``logs/metrics*.csv``): DataFrame or dict of arrays."""
+        return read_run_log(self.path, as_frame)
 
     def loss_curves(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """``{"train/loss_step": (steps, values), "val/loss": …}``."""
@@ -125,8 +185,6 @@ class Run:
 
     def final_metrics(self) -> dict[str, float]:
         """The last logged value of every column."""
-        from neurocine.sweep import final_metrics
-
         return final_metrics(self.path)
 
     def evaluation(self) -> dict[str, Any] | None:
