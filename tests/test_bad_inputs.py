@@ -32,6 +32,13 @@ def _prepare(tmp):
     (tmp / "typo.yaml").write_text("data:\n  windw: 2\n")
     (tmp / "broken.yaml").write_text("data: [1, 2\n")
     (tmp / "list.yaml").write_text("- 1\n- 2\n")
+    (tmp / "emptyrun").mkdir()
+    (tmp / "sweep_typo.yaml").write_text(
+        "base: experiments/stage1.yaml\nsweep:\n  data.augment.mask_ration: [0.0, 0.5]\n"
+    )
+    (tmp / "sweep_type.yaml").write_text(
+        "base: experiments/stage1.yaml\nsweep:\n  data.window: [two, three]\n"
+    )
 
 
 CASES = {
@@ -69,6 +76,20 @@ CASES = {
     "override bad value": (f"train stage1 --config {EXP} data.val_runs=9", "data.val_runs=9"),
     "resume without a run": (f"train stage1 --config {EXP} --resume", "no previous run"),
     "simulate typo key": ("simulate --out {tmp}/s.h5 n_voxel=10", "n_voxel"),
+    "embed a text file": ("embed {tmp}/notes.h5 clip.preset=random", "not an HDF5 file"),
+    "embed typo key": ("embed {tmp}/good.h5 clip.preset=random clip.batchsize=2", "clip.batchsize"),
+    "cc2017 missing subject": (
+        "preprocess cc2017 --root {tmp} --subject 9 --out {tmp}/o.h5",
+        "subject9",
+    ),
+    "mindvideo missing arrays": (
+        "import mindvideo --root {tmp} --subject subject1 --out {tmp}/o.h5",
+        "fmri_train_subject1.npy",
+    ),
+    "reconstruct a non-run": ("reconstruct --run {tmp}/emptyrun --out {tmp}/rec", "emptyrun"),
+    "evaluate a non-run": ("evaluate --run {tmp}/emptyrun", "emptyrun"),
+    "sweep key not in schema": ("sweep {tmp}/sweep_typo.yaml", "mask_ration"),
+    "sweep value of wrong type": ("sweep {tmp}/sweep_type.yaml", "data.window"),
     "simulate wrong type": ("simulate --out {tmp}/s.h5 n_voxels=many", "n_voxels"),
 }
 

@@ -33,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from neurocine.config import save_config
 from neurocine.data.datamodule import FMRIVideoDataModule
+from neurocine.data.schema import atomic_path
 from neurocine.errors import CheckpointError, ConfigError
 
 STAGES = ("stage1", "stage2")
@@ -260,7 +261,8 @@ def fit(cfg: DictConfig) -> Path:
         if ckpt_path is not None:
             rotate_csv_log(run_dir)
         save_config(cfg, run_dir / "config.yaml")
-        (run_dir / "environment.json").write_text(json.dumps(environment(), indent=2))
+        with atomic_path(run_dir / "environment.json") as tmp:
+            tmp.write_text(json.dumps(environment(), indent=2))
     monitor = getattr(module, "checkpoint_monitor", None)
     trainer = build_trainer(cfg, run_dir, callbacks, monitor)
     with _run_dir_for_children(run_dir):
