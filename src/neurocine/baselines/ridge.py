@@ -188,11 +188,19 @@ class SplitArrays:
     runs: np.ndarray  # [N]
 
 
-def collect_split(datamodule: Any, split: str, batch_size: int = 256) -> SplitArrays:
-    """Read every (unaugmented) sample of ``train``/``val``/``test`` from a set-up DataModule."""
+def collect_split(
+    datamodule: Any, split: str, batch_size: int = 256, fmri_key: str = "fmri"
+) -> SplitArrays:
+    """Read every (unaugmented) sample of ``train``/``val``/``test`` from a set-up DataModule.
+
+    ``fmri_key="fmri_clean"`` reads the noise-free windows of simulated data instead (the
+    DataModule must be built with ``read_clean=True``): the SNR ceiling of a decoder.
+    """
     fmri, index, targets = [], [], {}
     for batch in datamodule.loader(split, batch_size=batch_size):
-        fmri.append(batch["fmri"].numpy())
+        if fmri_key not in batch:
+            raise DataError(f"{datamodule.path}: batches have no '{fmri_key}' (read_clean=True?)")
+        fmri.append(batch[fmri_key].numpy())
         index.append(batch["index"].numpy())
         for name in ("clip_image", "clip_text"):
             if name in batch:
@@ -218,16 +226,17 @@ def ridge_baseline(
     num_trials: int = 100,
     seed: int = 0,
     backend: str = "numpy",
+    fmri_key: str = "fmri",
 ) -> dict[str, dict[str, float]]:
     """Fit ridge on the training split of a set-up DataModule; score each target on ``splits``.
 
     Returns ``{"val/clip_image": {"top1_50way": …, …}, …}`` plus ``"alphas/<target>"`` with the
-    median chosen alpha.
+    median chosen alpha. ``fmri_key`` as in :func:`collect_split`.
     """
-    train = collect_split(datamodule, "train")
+    train = collect_split(datamodule, "train", fmri_key=fmri_key)
     folds = run_folds(train.runs)
     x_train = ridge_features(train.fmri)
-    evaluated = {split: collect_split(datamodule, split) for split in splits}
+    evaluated = {split: collect_split(datamodule, split, fmri_key=fmri_key) for split in splits}
     results: dict[str, dict[str, float]] = {}
     for name, y_train in train.targets.items():
         model = fit_ridge(x_train, y_train, alphas, cv=folds, backend=backend)
