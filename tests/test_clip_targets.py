@@ -138,11 +138,18 @@ def test_embed_subject_writes_float16_targets_and_is_idempotent(tmp_path):
     mtime = path.stat().st_mtime_ns
     assert embed_subject(path, _cfg(), progress=False).skipped
     assert path.stat().st_mtime_ns == mtime
-    forced = embed_subject(path, _cfg("clip.seed=1"), force=True, progress=False)
-    assert not forced.skipped
+    forced = embed_subject(path, _cfg(), force=True, progress=False)
+    assert not forced.skipped and not forced.replaced
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f["train/clip_image"][()], image)  # deterministic
+    # Embeddings of another CLIP are not "present" for this one: recomputed without --force.
+    other = embed_subject(path, _cfg("clip.seed=1"), progress=False)
+    assert not other.skipped and other.replaced == "random(seed=0) (frame_reduce=mean)"
+    assert "replaced embeddings made by CLIP random(seed=0)" in other.lines()[1]
     with h5py.File(path, "r") as f:
         assert f["train/clip_image"].attrs["clip_model"] == "random(seed=1)"
         assert not np.allclose(f["train/clip_image"][()], image)
+    assert embed_subject(path, _cfg("clip.seed=1"), progress=False).skipped
     assert [p.name for p in tmp_path.iterdir()] == ["s.h5"]  # no temporary left behind
 
 
@@ -187,3 +194,10 @@ def test_cli_embed(tmp_path, capsys):
     assert "already present" in capsys.readouterr().out
     assert main(["embed", str(path), "clip.colour=red"]) == 2
     assert "clip.colour" in capsys.readouterr().err
+
+
+def test_embeddings_without_provenance_are_kept(tmp_path):
+    path = write_tiny_subject(tmp_path / "s.h5", clip_dim=12)  # written by "another tool"
+    assert embed_subject(path, _cfg(), progress=False).skipped
+    assert validate(path).splits["train"].embeddings == {"clip_image": 12, "clip_text": 12}
+    assert embed_subject(path, _cfg(), force=True, progress=False).written["train/clip_image"] == 64

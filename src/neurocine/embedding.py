@@ -8,7 +8,10 @@ computed first, then written into a temporary copy that is validated and renamed
 so an interrupted run leaves it unchanged. Each dataset records the CLIP that made it in its
 ``clip_model`` and ``frame_reduce`` attributes.
 
-Idempotent: a file whose splits already hold their embeddings is left alone unless ``force``.
+Idempotent: a file whose splits already hold their embeddings from the same CLIP (same
+``clip_model`` and ``frame_reduce`` attributes) is left alone unless ``force``; embeddings that
+another CLIP made are recomputed (the report says so), and embeddings without provenance (written
+by another tool) are kept unless ``force``.
 This module lives at the package top level because ``neurocine.data`` must not import
 ``neurocine.models``.
 """
@@ -44,12 +47,16 @@ class EmbedReport:
     written: dict[str, int] = field(default_factory=dict)
     skipped: bool = False
     clip_model: str = ""
+    replaced: str = ""  # provenance of the embeddings that were recomputed, if any
 
     def lines(self) -> list[str]:
         if self.skipped:
             return [f"{self.path}: embeddings already present (use --force to recompute)"]
         datasets = ", ".join(f"{k}[{d}]" for k, d in self.written.items())
-        return [f"{self.path}: wrote {datasets} with CLIP {self.clip_model}"]
+        out = [f"{self.path}: wrote {datasets} with CLIP {self.clip_model}"]
+        if self.replaced:
+            out.append(f"{self.path}: replaced embeddings made by CLIP {self.replaced}")
+        return out
 
 
 def _targets(f: h5py.File) -> dict[str, list[str]]:
@@ -64,6 +71,22 @@ def _targets(f: h5py.File) -> dict[str, list[str]]:
             )
         wanted[split] = ["clip_image"] + (["clip_text"] if "caption" in f[split] else [])
     return wanted
+
+
+def _stale(f: h5py.File, wanted: dict[str, list[str]], clip_model: str, frame_reduce: str) -> str:
+    """Provenance of present embeddings that another CLIP (or frame reduction) made, or ""."""
+    for split, names in wanted.items():
+        for name in names:
+            if name not in f[split]:
+                continue
+            attrs = f[split][name].attrs
+            made_by = attrs.get("clip_model")
+            if made_by is None:
+                continue  # written by another tool: kept unless --force
+            reduce = str(attrs.get("frame_reduce", frame_reduce))
+            if str(made_by) != clip_model or (name == "clip_image" and reduce != frame_reduce):
+                return f"{made_by} (frame_reduce={reduce})"
+    return ""
 
 
 def is_embedded(path: str | Path) -> bool:
@@ -120,8 +143,9 @@ def embed_subject(
         wanted = _targets(f)
         done = all(name in f[s] for s, names in wanted.items() for name in names)
         total = sum(f[s]["fmri"].shape[0] for s in wanted)
-    report = EmbedReport(path=path, clip_model=describe_clip(cfg.clip))
-    if done and not force:
+        report = EmbedReport(path=path, clip_model=describe_clip(cfg.clip))
+        report.replaced = _stale(f, wanted, report.clip_model, str(cfg.clip.frame_reduce))
+    if done and not force and not report.replaced:
         report.skipped = True
         return report
 
