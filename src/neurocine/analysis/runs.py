@@ -293,10 +293,16 @@ def write_gif(path: str | Path, frames: np.ndarray, fps: float) -> Path:
 
 
 def comparison_rows(recon: Reconstructions, n: int = 8) -> tuple[list[np.ndarray], list[str]]:
-    """The first ``n`` clips of ground truth, reconstruction (and oracle), with row names."""
-    rows, names = [recon.truth[:n], recon.frames[:n]], ["ground truth", "NeuroCine"]
+    """``n`` evenly spaced clips of ground truth, reconstruction (and oracle), with row names.
+
+    Neighbouring test clips often show the same scene, so the clips are spread over all the
+    reconstructed ones rather than taken from the start.
+    """
+    count = len(recon.frames)
+    pick = np.unique(np.round(np.linspace(0, count - 1, min(n, count))).astype(int))
+    rows, names = [recon.truth[pick], recon.frames[pick]], ["ground truth", "NeuroCine"]
     if recon.oracle is not None:
-        rows.append(recon.oracle[:n])
+        rows.append(recon.oracle[pick])
         names.append("oracle")
     return rows, names
 
