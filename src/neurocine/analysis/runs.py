@@ -223,7 +223,7 @@ class Run:
         oracle = None
         if (self.samples_dir / ORACLE).is_file():
             o_frames, o_index, _ = read_reconstructions(self.samples_dir / ORACLE)
-            if np.array_equal(o_index, index[: len(o_index)]):
+            if np.array_equal(o_index, index):  # the oracle of these very clips
                 oracle = o_frames
         videos = sorted((self.samples_dir / "videos").glob("*.gif")) or None
         return Reconstructions(
