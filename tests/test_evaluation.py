@@ -350,3 +350,13 @@ def test_pretrained_classifiers_load_by_path_and_score(tmp_path):
     missing = load_config(None, [f"evaluation.image_classifier={tmp_path / 'nothing'}"])
     with pytest.raises(CheckpointError, match="cannot load the image classifier"):
         build_classifier(missing)
+
+
+def test_train_evaluator_cli(subject, tmp_path, capsys):
+    args = ["train-evaluator", "--no-progress", "--out", str(tmp_path / "ev"),
+            f"data.path={subject}", *FAST_EVAL]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "evaluator of 7 classes trained on 30 clips" in out and "test accuracy" in out
+    assert read_evaluator_config(tmp_path / "ev")["n_classes"] == N_CLASSES
+    assert main(["train-evaluator", f"data.path={tmp_path / 'none.h5'}"]) == 2
