@@ -276,8 +276,9 @@ def quality_table(trained: dict, random_init: dict) -> str:
         )
     lines.append("")
     lines.append(
-        "A single frame does not show the motion direction; the averaged frame embedding cannot "
-        "recover it, so exact-caption retrieval is bounded by it."
+        "No single frame shows the motion direction, and the mean of the frames' embeddings "
+        "ignores their order; direction is read from where the object is (a scene's path stays "
+        "in the frame, so objects moving right tend to be on the left) and from its spread."
     )
     return "\n".join(lines)
 

@@ -24,6 +24,7 @@ adapter) and ``scheduler/`` (the training scheduler's config); ``unet.preset=tin
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,7 @@ class PriorRecipe(RunConfig):
     lr: float = 5e-4
     weight_decay: float = 0.01
     warmup_steps: int = 100
+    init_dir: str | None = None  # start from a saved prior (continue training; steps=0: evaluate)
     clip_dir: str | None = None  # None: the shipped tiny CLIP
     vae_dir: str | None = None  # None: the shipped tiny VAE
     # the UNet (UNetConfig's meaning; the shipped config.json is what unet.preset=tiny loads)
@@ -271,7 +273,7 @@ def train_scorer(train: PretrainClips, epochs: int = 12, seed: int = 0):
 
     runs = np.arange(len(train)) // 200  # pseudo-runs: the last one is its validation set
     clips = LabelledClips(train.frames, train.label, runs, N_CLASSES)
-    cfg = OmegaConf.structured(EvaluatorConfig(epochs=epochs, seed=seed))
+    cfg = OmegaConf.structured(EvaluatorConfig(epochs=epochs, seed=seed, val_runs=1))
     model, info = fit_classifier(clips, cfg, progress=False)
     return TrainedClassifier(model, "simulated evaluator"), info
 
@@ -281,8 +283,8 @@ def semantic_scores(classifier, videos: np.ndarray, truth: np.ndarray, seed: int
     from neurocine.metrics import frame_based_n_way, video_based_n_way
 
     out = {}
-    gt_v, gt_f = classifier.video_probs(truth), classifier.frame_probs(truth)
-    pred_v, pred_f = classifier.video_probs(videos), classifier.frame_probs(videos)
+    gt_f, gt_v = classifier.probs(truth)  # the evaluator's softmax per frame and per clip
+    pred_f, pred_v = classifier.probs(videos)
     for n_way in (2, 50):
         g = torch.Generator().manual_seed(seed)
         out[f"video_{n_way}way"] = video_based_n_way(pred_v, gt_v, n_way, generator=g)[0]
@@ -373,6 +375,16 @@ def quality_table(q: dict) -> str:
 # --- the recipe --------------------------------------------------------------------------------
 
 
+def save_prior(unet, adapter, scheduler, directory: Path, fp16: bool = True) -> None:
+    """``unet/``, ``condition/`` and ``scheduler/`` under ``directory`` (replaced)."""
+    shutil.rmtree(directory, ignore_errors=True)
+    (unet.half() if fp16 else unet).save_pretrained(str(directory / "unet"))
+    (adapter.half() if fp16 else adapter).save_pretrained(str(directory / "condition"))
+    scheduler.save_pretrained(str(directory / "scheduler"))
+    unet.float()
+    adapter.float()
+
+
 def load_prior(directory: str | Path):
     """A saved prior as float32: ``(UNetMotionModel, ConditionAdapter, scheduler)``."""
     from diffusers import UNetMotionModel
@@ -401,7 +413,10 @@ def pretrain_prior(recipe: DictConfig, out: str | Path) -> dict:
     vae = load_vae(vae_dir)
     mean, std = encode_posteriors(vae, train.frames)
     text, image = clip_embeddings(clip_dir, train)
-    unet, adapter = build_prior(recipe, int(vae.config.latent_channels), int(text.shape[1]))
+    if recipe.init_dir:  # continue from a saved prior (its architecture, not the recipe's)
+        unet, adapter, _ = load_prior(recipe.init_dir)
+    else:
+        unet, adapter = build_prior(recipe, int(vae.config.latent_channels), int(text.shape[1]))
     scheduler = training_scheduler(clip_sample=False, dependent_ratio=float(recipe.dependent_ratio))
     loader = DataLoader(
         TensorDataset(mean, std, text, image),
@@ -411,17 +426,20 @@ def pretrain_prior(recipe: DictConfig, out: str | Path) -> dict:
         generator=torch.Generator().manual_seed(int(recipe.seed)),
     )
     module = PriorPretrainModule(unet, adapter, scheduler, recipe)
-    trainer = build_trainer(recipe, log_dir(recipe, "prior"))
+    logs = log_dir(recipe, "prior")
+    trainer = build_trainer(recipe, logs)
     train_start = time.time()
-    trainer.fit(module, loader)
+    if int(recipe.steps) > 0:
+        trainer.fit(module, loader)
     train_s = time.time() - train_start
     steps_done = int(trainer.global_step)
+    # Keep the trained weights outside ``out`` first: a failed evaluation must not lose them
+    # (``init_dir=<logs>/trained steps=0`` evaluates and writes them again).
+    unet, adapter = unet.float().cpu().eval(), adapter.float().cpu().eval()
+    save_prior(unet, adapter, scheduler, logs / "trained", bool(recipe.fp16))
 
     with atomic_dir(out) as tmp:
-        unet, adapter = unet.float().cpu().eval(), adapter.float().cpu().eval()
-        (unet.half() if recipe.fp16 else unet).save_pretrained(str(tmp / "unet"))
-        (adapter.half() if recipe.fp16 else adapter).save_pretrained(str(tmp / "condition"))
-        scheduler.save_pretrained(str(tmp / "scheduler"))
+        shutil.copytree(logs / "trained", tmp, dirs_exist_ok=True)
         unet_l, adapter_l, scheduler_l = load_prior(tmp)
         quality = prior_quality(
             unet_l, adapter_l, LatentCodec(vae), scheduler_l, clip_dir, train, val, recipe
