@@ -39,6 +39,12 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from neurocine.analysis.runs import (
+    ORACLE,
+    RECONSTRUCTIONS,
+    SAMPLES_DIR,
+    read_reconstructions,
+)
 from neurocine.config import load_saved_config, merge_layer, parse_overrides
 from neurocine.data.schema import atomic_path, read_strings
 from neurocine.errors import CheckpointError, ConfigError, DataError, NeuroCineError
@@ -52,9 +58,6 @@ from neurocine.metrics import (
     video_ssim_per_video,
 )
 
-RECONSTRUCTIONS = "reconstructions.h5"
-SAMPLES_DIR = "samples"
-ORACLE = "oracle.h5"
 METRICS_JSON = "metrics.json"
 METRICS_MD = "metrics.md"
 BASELINES = ("mean_frame", "ridge", "oracle")
@@ -111,28 +114,6 @@ def find_reconstructions(path: str | Path) -> RunSamples:
             f"`neurocine reconstruct --run {path} --out {path / SAMPLES_DIR}`"
         )
     return RunSamples(path.resolve(), path / SAMPLES_DIR, h5_path)
-
-
-def read_reconstructions(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """``(frames uint8 [N, F, H, W, 3], index int64 [N], attributes)`` of a reconstructions file."""
-    try:
-        with h5py.File(path, "r") as f:
-            if "frames" not in f or "index" not in f:
-                raise CheckpointError(
-                    f"{path}: expected /frames and /index (neurocine reconstruct)"
-                )
-            frames, index = f["frames"][()], f["index"][()].astype(np.int64)
-            attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot read reconstructions ({exc})") from exc
-    if frames.ndim != 5 or frames.shape[0] != index.shape[0] or frames.dtype != np.uint8:
-        raise CheckpointError(
-            f"{path}: /frames {frames.shape} {frames.dtype} and /index {index.shape} do not match "
-            "(expected uint8 [N, F, H, W, 3] and [N])"
-        )
-    if frames.shape[0] == 0:
-        raise CheckpointError(f"{path}: holds no reconstructions")
-    return frames, index, attrs
 
 
 # --- scoring -----------------------------------------------------------------------------------

@@ -24,6 +24,31 @@ from neurocine.config import load_saved_config
 from neurocine.errors import CheckpointError
 
 HAS_PANDAS = find_spec("pandas") is not None
+RECONSTRUCTIONS = "reconstructions.h5"  # written by neurocine reconstruct
+SAMPLES_DIR = "samples"  # <run>/samples/: where the demo and sweeps reconstruct
+ORACLE = "oracle.h5"  # the oracle's samples, cached by neurocine evaluate
+
+
+def read_reconstructions(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """``(frames uint8 [N, F, H, W, 3], index int64 [N], attributes)`` of a reconstructions file."""
+    try:
+        with h5py.File(path, "r") as f:
+            if "frames" not in f or "index" not in f:
+                raise CheckpointError(
+                    f"{path}: expected /frames and /index (neurocine reconstruct)"
+                )
+            frames, index = f["frames"][()], f["index"][()].astype(np.int64)
+            attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read reconstructions ({exc})") from exc
+    if frames.ndim != 5 or frames.shape[0] != index.shape[0] or frames.dtype != np.uint8:
+        raise CheckpointError(
+            f"{path}: /frames {frames.shape} {frames.dtype} and /index {index.shape} do not match "
+            "(expected uint8 [N, F, H, W, 3] and [N])"
+        )
+    if frames.shape[0] == 0:
+        raise CheckpointError(f"{path}: holds no reconstructions")
+    return frames, index, attrs
 
 
 def read_csv_table(path: str | Path, as_frame: bool | None = None):
@@ -173,7 +198,7 @@ class Run:
 
     @property
     def samples_dir(self) -> Path:
-        return self.path / "samples"
+        return self.path / SAMPLES_DIR
 
     def log(self, as_frame: bool | None = None):
         """The CSV log (all segments of ``logs/metrics*.csv``): DataFrame or dict of arrays."""
@@ -206,8 +231,6 @@ class Run:
 
     def reconstructions(self) -> Reconstructions | None:
         """The reconstructions in ``samples/`` with their ground truth (None when absent)."""
-        from neurocine.evaluation import ORACLE, RECONSTRUCTIONS, read_reconstructions
-
         h5_path = self.samples_dir / RECONSTRUCTIONS
         if not h5_path.is_file():
             return None
