@@ -82,8 +82,6 @@ class ContrastiveEncoderModule(L.LightningModule):
     min_lr_ratio : float, default=0.0
     """
 
-    checkpoint_monitor = ("val/top1_50way", "max")
-
     def __init__(
         self,
         encoder: FMRIEncoder | None = None,
@@ -122,10 +120,12 @@ class ContrastiveEncoderModule(L.LightningModule):
                 suffix = "" if target == "clip_image" else "_text"
                 self.metrics[f"{stage}/top1_batch{suffix}"] = RetrievalTopK(k=1, within_batch=True)
                 self.metrics[f"{stage}/top5_batch{suffix}"] = RetrievalTopK(k=5, within_batch=True)
-                for k in (1, 5):
+                for k in (k for k in (1, 5) if k < n_way):  # top-k needs more than k options
                     self.metrics[f"{stage}/top{k}_{n_way}way{suffix}"] = NWayRetrieval(
                         n_way=n_way, num_trials=n_way_trials, top_k=k, seed=n_way_seed
                     )
+        # The best checkpoint follows the configured n-way (val/top1_50way by default).
+        self.checkpoint_monitor = (f"val/top1_{n_way}way", "max")
         self._epoch_samples = 0
         self._epoch_start = 0.0
 
@@ -210,7 +210,7 @@ class ContrastiveEncoderModule(L.LightningModule):
     def _log_metrics(self, stage: str) -> None:
         for key, metric in self.metrics.items():
             if key.startswith(f"{stage}/") and metric.update_called:
-                self.log(key, metric.compute(), prog_bar=key == f"{stage}/top1_50way")
+                self.log(key, metric.compute(), prog_bar=key == self.checkpoint_monitor[0])
                 metric.reset()
 
     def on_validation_epoch_end(self) -> None:
