@@ -397,7 +397,7 @@ def _load_clip(cfg: DictConfig, notes: list[str]) -> tuple[tuple | None, str | N
         notes.append(f"CLIP similarity skipped: {exc}")
         return None, None
     name = describe_clip(cfg.clip)
-    if cfg.clip.preset != "pretrained":
+    if cfg.clip.preset == "random":
         notes.append(f"CLIP {name} is randomly initialised: its similarity is not semantic")
     return (model, preprocess, str(cfg.clip.frame_reduce)), name
 
