@@ -201,3 +201,27 @@ def test_embeddings_without_provenance_are_kept(tmp_path):
     assert embed_subject(path, _cfg(), progress=False).skipped
     assert validate(path).splits["train"].embeddings == {"clip_image": 12, "clip_text": 12}
     assert embed_subject(path, _cfg(), force=True, progress=False).written["train/clip_image"] == 64
+
+
+def test_pretrained_path_loads_offline_and_implies_the_preset(tmp_path, clip):
+    from transformers import CLIPImageProcessor, CLIPProcessor
+
+    model, preprocess, tok = clip
+    model.save_pretrained(tmp_path / "clip")
+    size = {"shortest_edge": 32}
+    processor = CLIPProcessor(
+        image_processor=CLIPImageProcessor(size=size, crop_size={"height": 32, "width": 32}),
+        tokenizer=tok,
+    )
+    processor.save_pretrained(tmp_path / "clip")
+    cfg = OmegaConf.structured(ClipConfig(pretrained=str(tmp_path / "clip")))  # preset: random
+    loaded, loaded_preprocess, loaded_tok = load_clip(cfg)
+    x = frames()
+    torch.testing.assert_close(
+        image_embeddings(loaded, loaded_preprocess, x), image_embeddings(model, preprocess, x),
+        atol=2e-3, rtol=0,
+    )  # fmt: skip
+    caption = ["a small green star moving up over dots"]
+    torch.testing.assert_close(
+        text_embeddings(loaded, loaded_tok, caption), text_embeddings(model, tok, caption)
+    )

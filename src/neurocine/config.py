@@ -74,7 +74,7 @@ class ClipConfig:
     """CLIP model that provides the stage-1 targets (``neurocine embed``)."""
 
     preset: str = "random"  # random (tiny CLIPModel, seeded, in code) | pretrained (local dir)
-    pretrained: str | None = None  # local directory of CLIPModel.save_pretrained
+    pretrained: str | None = None  # local CLIP dir or cached hub id (implies preset=pretrained)
     frame_reduce: str = "mean"  # mean | middle: how a TR's frames make one image embedding
     batch_size: int = 64
     seed: int = 0  # initialisation of the random preset

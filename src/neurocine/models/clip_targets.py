@@ -220,7 +220,7 @@ def load_clip(clip_cfg: Any) -> tuple[Any, ImagePreprocess, Any]:
         uint8 frames ``[N, H, W, 3]`` → pixel values ``[N, 3, S, S]``.
     tokenizer : transformers tokenizer
     """
-    preset = str(clip_cfg.preset)
+    preset = effective_preset(clip_cfg)
     if preset not in LOADERS:
         raise ConfigError(f"clip.preset='{preset}': expected one of {tuple(LOADERS)}")
     if clip_cfg.frame_reduce not in FRAME_REDUCE:
@@ -229,13 +229,23 @@ def load_clip(clip_cfg: Any) -> tuple[Any, ImagePreprocess, Any]:
     return model.eval(), preprocess, tokenizer
 
 
+def effective_preset(clip_cfg: Any) -> str:
+    """``clip.preset``, except that ``clip.pretrained=PATH`` with the default ``random`` preset
+    means ``pretrained`` (so ``neurocine embed FILE clip.pretrained=PATH`` does what it says)."""
+    preset = str(clip_cfg.preset)
+    if preset == "random" and clip_cfg.pretrained:
+        return "pretrained"
+    return preset
+
+
 def describe_clip(clip_cfg: Any) -> str:
     """Provenance of the embeddings (stored with them): ``random(seed=0)`` or the path."""
-    if clip_cfg.preset == "pretrained":
+    preset = effective_preset(clip_cfg)
+    if preset == "pretrained":
         return f"pretrained({clip_cfg.pretrained})"
-    if clip_cfg.preset == "tiny":
+    if preset == "tiny":
         return f"tiny({clip_cfg.pretrained or 'neurocine/pretrained/clip'})"
-    return f"{clip_cfg.preset}(seed={clip_cfg.seed})"
+    return f"{preset}(seed={clip_cfg.seed})"
 
 
 # --- embeddings --------------------------------------------------------------------------------
