@@ -59,7 +59,7 @@ from neurocine.pretrain.data import PretrainClips
 class ClipRecipe(RunConfig):
     """``neurocine pretrain clip``: architecture and schedule of the tiny CLIP."""
 
-    steps: int = 1500
+    steps: int = 1000
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.05

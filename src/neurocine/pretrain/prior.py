@@ -17,6 +17,9 @@ null token is the unconditional branch of classifier-free guidance (``cond_dropo
 Conditioning on the joint space (like unCLIP's decoder) makes the prior answer to whatever
 stage 1 predicts from fMRI, not only to captions.
 
+The saved weights are an exponential moving average of the trained ones (``ema_decay``; it
+smooths the last few hundred steps, which matters in a short training run).
+
 Saved as ``unet/`` (``UNetMotionModel.save_pretrained``, float16), ``condition/`` (the
 adapter) and ``scheduler/`` (the training scheduler's config); ``unet.preset=tiny`` loads
 ``unet/`` with the tiny VAE.
@@ -71,9 +74,9 @@ from neurocine.pretrain.vae import load_vae, mean_frame_clips
 class PriorRecipe(RunConfig):
     """``neurocine pretrain prior``: the video UNet, its condition and schedule."""
 
-    steps: int = 4000
-    batch_size: int = 16
-    lr: float = 5e-4
+    steps: int = 3000
+    batch_size: int = 8
+    lr: float = 8e-4
     weight_decay: float = 0.01
     warmup_steps: int = 100
     init_dir: str | None = None  # start from a saved prior (continue training; steps=0: evaluate)
@@ -84,13 +87,14 @@ class PriorRecipe(RunConfig):
     layers_per_block: int = 1
     num_attention_heads: int = 4
     motion_num_attention_heads: int = 4
-    norm_num_groups: int = 16
+    norm_num_groups: int = 8  # ≥ 4 channels per group
     cross_attention_dim: int = 64
     zero_init_motion: bool = True
     # the condition
     image_cond_prob: float = 0.5
     dependent_ratio: float = 0.0  # ρ of the training noise (DESIGN.md §6); 0: independent
     cond_dropout: float = 0.1
+    ema_decay: float = 0.998  # the saved weights are this EMA of the trained ones (0: off)
     # evaluation (samples from held-out captions)
     n_eval: int = 64
     sample_steps: int = 20
@@ -150,6 +154,7 @@ class PriorPretrainModule(L.LightningModule):
         self.recipe = recipe
         self.save_hyperparameters({"recipe": OmegaConf.to_container(recipe)})
         self._gen = torch.Generator().manual_seed(int(recipe.seed))
+        self._ema: list[torch.Tensor] | None = None
 
     def forward(self, embedding: torch.Tensor) -> torch.Tensor:
         """CLIP embeddings ``[B, D]`` → condition tokens ``[B, 1, cross_attention_dim]``."""
@@ -170,9 +175,30 @@ class PriorPretrainModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
+    def _params(self) -> list[torch.Tensor]:
+        return list(self.unet.parameters()) + list(self.adapter.parameters())
+
+    def on_train_start(self) -> None:
+        if float(self.recipe.ema_decay) > 0:
+            self._ema = [p.detach().clone() for p in self._params()]
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """EMA of the weights (decay warmed up as (1 + n) / (10 + n), n = steps done)."""
+        if self._ema is None:
+            return
+        n = self.global_step
+        decay = min(float(self.recipe.ema_decay), (1 + n) / (10 + n))
+        torch._foreach_lerp_(self._ema, [p.detach() for p in self._params()], 1.0 - decay)
+
+    def use_ema(self) -> None:
+        """Copy the EMA weights into the networks (what is saved); no-op without EMA."""
+        if self._ema is not None:
+            with torch.no_grad():
+                for p, e in zip(self._params(), self._ema, strict=True):
+                    p.copy_(e)
+
     def configure_optimizers(self) -> dict:
-        params = list(self.unet.parameters()) + list(self.adapter.parameters())
-        return adamw_with_schedule(self, params, self.recipe)
+        return adamw_with_schedule(self, self._params(), self.recipe)
 
 
 # --- precomputed inputs ------------------------------------------------------------------------
@@ -431,6 +457,7 @@ def pretrain_prior(recipe: DictConfig, out: str | Path) -> dict:
     train_start = time.time()
     if int(recipe.steps) > 0:
         trainer.fit(module, loader)
+        module.use_ema()
     train_s = time.time() - train_start
     steps_done = int(trainer.global_step)
     # Keep the trained weights outside ``out`` first: a failed evaluation must not lose them

@@ -48,7 +48,7 @@ from neurocine.pretrain.data import PretrainClips
 class VaeRecipe(RunConfig):
     """``neurocine pretrain vae``: architecture and schedule of the tiny VAE."""
 
-    steps: int = 1500
+    steps: int = 2000
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -56,7 +56,8 @@ class VaeRecipe(RunConfig):
     block_out_channels: list[int] = field(default_factory=lambda: [16, 32, 64])
     layers_per_block: int = 1
     latent_channels: int = 4
-    norm_num_groups: int = 16
+    norm_num_groups: int = 4  # ≥ 4 channels per group: 1 would normalise away each channel's
+    # mean (colour) per frame right before the decoder's output convolution
     kl_weight: float = 1e-5  # × KL summed over a latent / pixel values per frame
     crop: int = 16  # train on random crops of this size (0: whole frames); the VAE is a conv net
     data: PretrainDataConfig = field(default_factory=PretrainDataConfig)
