@@ -12,6 +12,7 @@ from factories import write_tiny_subject
 from lightning.pytorch.loggers import CSVLogger
 from stage2_helpers import (
     OUT_DIM,
+    OUT_TOKENS,
     one_thread,  # noqa: F401 (autouse fixture)
     save_tiny_encoder,
     tiny_config,
@@ -23,8 +24,13 @@ from neurocine.diffusion.callback import DependentNoiseCallback
 from neurocine.diffusion.pipeline import VideoDecoder
 from neurocine.errors import CheckpointError, ConfigError, SchemaError
 from neurocine.lit.stage1 import ContrastiveEncoderModule
-from neurocine.lit.stage2 import build_callbacks, build_module, load_stage1_encoder
-from neurocine.models.video_unet import ConditionAdapter
+from neurocine.lit.stage2 import (
+    build_callbacks,
+    build_module,
+    condition_adapter,
+    load_stage1_encoder,
+)
+from neurocine.models.video_unet import ConditionAdapter, Denoiser
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +129,46 @@ def test_encoder_that_does_not_fit_the_data_or_condition_is_a_config_error(tiny_
         type(module)(module.encoder, bad_adapter, module.unet, module.codec)
     with pytest.raises(ConfigError, match="cross_attention_dim"):
         type(module)(module.encoder, ConditionAdapter(OUT_DIM, 9, 5), module.unet, module.codec)
+
+
+def test_embedding_condition_is_the_normalised_clip_embedding_as_one_token(
+    tiny_subject, encoder_dir, tmp_path
+):
+    cfg = tiny_config(tiny_subject, encoder_dir, tmp_path, "stage2.condition=embedding")
+    datamodule = setup(cfg)
+    module = build_module(cfg, datamodule).eval()
+    adapter = module.adapter
+    assert (adapter.config.source, adapter.config.num_tokens) == ("embedding", 1)
+    assert adapter.config.in_dim == module.encoder.embedding_dim == 12
+    fmri = next(iter(datamodule.val_dataloader()))["fmri"]
+    embedding = module.encoder(fmri).embedding
+    expected = adapter(torch.nn.functional.normalize(embedding, dim=-1)[:, None])
+    torch.testing.assert_close(module(fmri), expected)
+    # Only the direction counts, as for CLIP's normalised embeddings.
+    output = module.encoder(fmri)
+    output.embedding = 3 * embedding
+    torch.testing.assert_close(adapter.from_encoder(output), expected)
+    decoder = VideoDecoder.load(module.export(tmp_path / "run"))
+    assert decoder.adapter.config.source == "embedding"
+    torch.testing.assert_close(decoder.condition(fmri), expected)
+
+
+def test_auto_condition_takes_the_priors_own_adapter(tiny_subject, encoder_dir, tmp_path):
+    cfg = tiny_config(tiny_subject, encoder_dir, tmp_path)
+    module = build_module(cfg, setup(cfg))
+    assert module.adapter.config.source == "tokens"  # random preset: no adapter of its own
+    denoiser = Denoiser(module.unet, None, module.codec, ConditionAdapter(12, 8, 1, "embedding"))
+    assert condition_adapter("auto", module.encoder, denoiser) is denoiser.condition
+    assert condition_adapter("tokens", module.encoder, denoiser).config.num_tokens == OUT_TOKENS
+    with pytest.raises(ConfigError, match="stage2.condition='clip'"):
+        condition_adapter("clip", module.encoder, denoiser)
+    with pytest.raises(ConfigError, match="encoder/condition mismatch: the encoder gives 1 CLIP"):
+        type(module)(module.encoder, ConditionAdapter(13, 8, 1, "embedding"), module.unet,
+                     module.codec)  # fmt: skip
+    with pytest.raises(ConfigError, match="one token"):
+        ConditionAdapter(12, 8, 2, "embedding")
+    with pytest.raises(ConfigError, match="condition source 'pooled'"):
+        ConditionAdapter(12, 8, 1, "pooled")
 
 
 def test_subject_without_frames_is_refused(tmp_path, encoder_dir):

@@ -97,6 +97,7 @@ class EncoderConfig:
     pretrained: str | None = None  # encoder directory or MinD-Video checkpoint to start from
     preset: str = "tiny"  # tiny: the sizes above | mindvideo: MinD-Video's sizes replace them
     patch_embedding: str = "shared"  # shared (MinD-Video's Conv1d) | per_patch (own weights)
+    gradient_checkpointing: bool = False  # recompute block activations in backward (less memory)
 
 
 @dataclass
@@ -159,6 +160,9 @@ class Stage2Config:
     beta_start: float = 0.00085  # Stable Diffusion's β range
     beta_end: float = 0.012
     warmup_steps: int = 0  # linear learning-rate warm-up
+    # What the UNet cross-attends to: auto (a pretrained prior's own CLIP-embedding adapter,
+    # else the encoder's tokens) | tokens (MinD-Video) | embedding (stage 1's CLIP embedding)
+    condition: str = "auto"
     noise: NoiseConfig = field(default_factory=NoiseConfig)
 
 

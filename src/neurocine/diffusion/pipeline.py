@@ -6,7 +6,7 @@ Saved like a diffusers pipeline, one sub-folder per part::
 
     <dir>/stage2.json                clip size (frames, height, width) and format version
     <dir>/encoder/                   FMRIEncoder (config.json + safetensors)
-    <dir>/adapter/                   ConditionAdapter (projection + null condition)
+    <dir>/adapter/                   ConditionAdapter (source, projection, null condition)
     <dir>/unet/                      UNetMotionModel
     <dir>/scheduler/                 DependentDDPMScheduler config (ρ as trained)
     <dir>/codec.json  [+ <dir>/vae/] pixel space (space-to-depth) or AutoencoderKL latents
@@ -43,12 +43,16 @@ MANIFEST = "stage2.json"
 
 
 def check_condition_dims(encoder: FMRIEncoder, adapter: ConditionAdapter, unet: nn.Module) -> None:
-    """Raise ConfigError when encoder tokens, projection and UNet cross-attention disagree."""
+    """Raise ConfigError when encoder output, projection and UNet cross-attention disagree."""
     enc, ada = encoder.config, adapter.config
-    if (enc.out_tokens, enc.out_dim) != (ada.num_tokens, ada.in_dim):
+    if ada.source == "embedding":
+        given, what = (1, encoder.embedding_dim), "CLIP embedding"
+    else:
+        given, what = (enc.out_tokens, enc.out_dim), "tokens"
+    if given != (ada.num_tokens, ada.in_dim):
         raise ConfigError(
-            f"encoder/condition mismatch: the encoder gives {enc.out_tokens} tokens × "
-            f"{enc.out_dim} dims, the condition projection expects {ada.num_tokens} × {ada.in_dim}"
+            f"encoder/condition mismatch: the encoder gives {given[0]} {what} × {given[1]} dims, "
+            f"the condition projection expects {ada.num_tokens} × {ada.in_dim}"
         )
     cross = unet.config.cross_attention_dim
     if ada.cross_attention_dim != cross:
@@ -97,7 +101,7 @@ class VideoDecoder(nn.Module):
 
     def condition(self, fmri: torch.Tensor) -> torch.Tensor:
         """fMRI windows ``[B, W, V]`` → projected condition tokens ``[B, L, D]``."""
-        return self.adapter(self.encoder(fmri).tokens)
+        return self.adapter.from_encoder(self.encoder(fmri))
 
     @torch.no_grad()
     def generate(

@@ -2,8 +2,8 @@
 
 The system only wires parts (all injected): the stage-1 fMRI encoder (frozen, or fine-tuned at
 its own learning rate), the :class:`~neurocine.models.video_unet.ConditionAdapter` that projects
-its tokens to the UNet's ``cross_attention_dim`` and holds the null condition of classifier-free
-guidance, the video UNet, the :class:`~neurocine.models.video_unet.LatentCodec` (pixel
+its output (condition tokens, or its CLIP-space embedding: ``stage2.condition``) to the UNet's
+``cross_attention_dim`` and holds the null condition of classifier-free guidance, the video UNet, the :class:`~neurocine.models.video_unet.LatentCodec` (pixel
 space-to-depth or a frozen VAE), and the noise scheduler. The loss is
 :func:`~neurocine.diffusion.loss.epsilon_loss`.
 
@@ -38,7 +38,9 @@ from neurocine.diffusion.scheduler import DependentDDPMScheduler, training_sched
 from neurocine.errors import CheckpointError, ConfigError, SchemaError
 from neurocine.models.fmri_encoder import FMRIEncoder, check_compatible
 from neurocine.models.video_unet import (
+    CONDITION_SOURCES,
     ConditionAdapter,
+    Denoiser,
     LatentCodec,
     build_denoiser,
     frames_to_video,
@@ -118,10 +120,10 @@ class VideoDiffusionModule(L.LightningModule):
         """fMRI windows ``[B, W, V]`` → projected condition tokens ``[B, L, D]``."""
         if self.hparams.freeze_encoder:
             with torch.no_grad():
-                tokens = self.encoder(fmri).tokens
+                output = self.encoder(fmri)
         else:
-            tokens = self.encoder(fmri).tokens
-        return self.adapter(tokens)
+            output = self.encoder(fmri)
+        return self.adapter.from_encoder(output)
 
     def decoder(self) -> VideoDecoder:
         """The inference pipeline over this module's parts (shared, not copied)."""
@@ -317,6 +319,34 @@ def load_stage1_encoder(path: str | Path) -> FMRIEncoder:
     return _encoder_from_ckpt(path)
 
 
+def condition_adapter(
+    source: str, encoder: FMRIEncoder, denoiser: Denoiser, seed: int = 0
+) -> ConditionAdapter:
+    """The projection of the encoder's output into the UNet (``stage2.condition``).
+
+    ``auto`` takes the condition adapter that comes with a pretrained prior (the tiny preset's
+    CLIP-embedding adapter: stage 2 starts from a decoder that already answers to CLIP
+    embeddings) and a new token adapter otherwise; ``tokens`` / ``embedding`` build a new,
+    seeded adapter of that source.
+    """
+    if source not in ("auto", *CONDITION_SOURCES):
+        raise ConfigError(
+            f"stage2.condition='{source}': expected one of {('auto', *CONDITION_SOURCES)}"
+        )
+    if source == "auto" and denoiser.condition is not None:
+        return denoiser.condition
+    source = "tokens" if source == "auto" else source
+    embedding = source == "embedding"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return ConditionAdapter(
+            in_dim=encoder.embedding_dim if embedding else int(encoder.config.out_dim),
+            cross_attention_dim=int(denoiser.unet.config.cross_attention_dim),
+            num_tokens=1 if embedding else int(encoder.config.out_tokens),
+            source=source,
+        )
+
+
 def build_module(cfg: Any, datamodule: Any) -> VideoDiffusionModule:
     """The stage-2 system from a config and a DataModule (``read_frames=True``) after setup.
 
@@ -339,13 +369,7 @@ def build_module(cfg: Any, datamodule: Any) -> VideoDiffusionModule:
             f"{cfg.data.path}: {frames_shape[0]} frames per clip; the motion modules take at "
             f"most {max_frames}"
         )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(cfg.seed) + 1)
-        adapter = ConditionAdapter(
-            in_dim=int(encoder.config.out_dim),
-            cross_attention_dim=int(denoiser.unet.config.cross_attention_dim),
-            num_tokens=int(encoder.config.out_tokens),
-        )
+    adapter = condition_adapter(str(s2.condition), encoder, denoiser, seed=int(cfg.seed) + 1)
     scheduler = training_scheduler(
         num_train_timesteps=int(s2.num_train_timesteps),
         beta_schedule=str(s2.beta_schedule),

@@ -43,6 +43,7 @@ from torch import nn
 from neurocine.errors import CheckpointError, ConfigError
 
 PRESETS = ("random", "sd15", "tiny")
+CONDITION_SOURCES = ("tokens", "embedding")
 # Where the tiny preset's VAE and video prior are shipped (``neurocine pretrain``).
 PRETRAINED_ROOT = Path(__file__).resolve().parent.parent / "pretrained"
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
@@ -143,31 +144,50 @@ class LatentCodec(nn.Module):
 
 
 class ConditionAdapter(ModelMixin, ConfigMixin):
-    """fMRI condition tokens ``[B, L, in_dim]`` → the UNet's ``[B, L, cross_attention_dim]``.
+    """The fMRI encoder's output → the UNet's cross-attention input ``[B, L, cross_attention_dim]``.
 
     Also holds the learned "null" condition that replaces dropped conditions in training and is
     the unconditional branch of classifier-free guidance.
 
+    Two sources of the condition (``source``):
+
+    ``"tokens"``
+        The encoder's condition tokens ``[B, out_tokens, out_dim]`` (MinD-Video: the UNet
+        cross-attends to 77 fMRI tokens in place of CLIP's text tokens).
+    ``"embedding"``
+        The encoder's CLIP-space embedding ``[B, clip_dim]``, L2-normalised like CLIP's, as one
+        token (like unCLIP's decoder). The shipped tiny prior is trained on CLIP embeddings
+        through such an adapter, so stage 2 starts from a decoder that already answers to what
+        stage 1 predicts.
+
     Parameters
     ----------
     in_dim : int
-        Width of the encoder's tokens (``encoder.config.out_dim``).
+        Width of the input: ``encoder.config.out_dim`` (tokens) or the CLIP dimension (embedding).
     cross_attention_dim : int
         The UNet's ``cross_attention_dim``.
     num_tokens : int
-        ``L`` (``encoder.config.out_tokens``).
+        ``L``: ``encoder.config.out_tokens`` (tokens) or 1 (embedding).
+    source : {"tokens", "embedding"}, default="tokens"
     """
 
     config_name = "config.json"
 
     @register_to_config
-    def __init__(self, in_dim: int, cross_attention_dim: int, num_tokens: int) -> None:
+    def __init__(
+        self, in_dim: int, cross_attention_dim: int, num_tokens: int, source: str = "tokens"
+    ) -> None:
         super().__init__()
+        if source not in CONDITION_SOURCES:
+            raise ConfigError(f"condition source '{source}': expected one of {CONDITION_SOURCES}")
+        if source == "embedding" and num_tokens != 1:
+            raise ConfigError(f"an embedding condition is one token, not num_tokens={num_tokens}")
         self.proj = nn.Linear(in_dim, cross_attention_dim)
         self.norm = nn.LayerNorm(cross_attention_dim)
         self.null_tokens = nn.Parameter(torch.zeros(num_tokens, cross_attention_dim))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Input tokens ``[B, L, in_dim]`` → ``[B, L, cross_attention_dim]``."""
         expected = (self.config.num_tokens, self.config.in_dim)
         if tokens.ndim != 3 or tuple(tokens.shape[1:]) != expected:
             raise ConfigError(
@@ -175,6 +195,12 @@ class ConditionAdapter(ModelMixin, ConfigMixin):
                 f"[B, {expected[0]}, {expected[1]}] (encoder out_tokens × out_dim)"
             )
         return self.norm(self.proj(tokens))
+
+    def from_encoder(self, output: Any) -> torch.Tensor:
+        """An :class:`~neurocine.models.fmri_encoder.FMRIEncoderOutput` → the UNet's condition."""
+        if self.config.source == "embedding":
+            return self(F.normalize(output.embedding, dim=-1)[:, None, :])
+        return self(output.tokens)
 
     def null(self, batch: int) -> torch.Tensor:
         """The unconditional condition ``[batch, L, cross_attention_dim]``."""
@@ -194,11 +220,16 @@ class ConditionAdapter(ModelMixin, ConfigMixin):
 
 
 class Denoiser(NamedTuple):
-    """What :func:`build_denoiser` returns."""
+    """What :func:`build_denoiser` returns.
+
+    ``condition`` is the pretrained condition adapter that comes with a pretrained video prior
+    (the tiny preset's CLIP-embedding adapter), None when the preset has none.
+    """
 
     unet: UNetMotionModel
     vae: AutoencoderKL | None
     codec: LatentCodec
+    condition: ConditionAdapter | None = None
 
 
 def predict_noise(
@@ -328,15 +359,22 @@ def load_sd15(path: str | Path) -> tuple[UNet2DConditionModel, AutoencoderKL, Mo
     return unet, vae, adapter
 
 
-def load_tiny(root: str | Path | None = None) -> tuple[UNetMotionModel, AutoencoderKL]:
-    """The tiny video prior (``prior/unet``) and VAE (``vae``) shipped with the package.
+def load_tiny(
+    root: str | Path | None = None,
+) -> tuple[UNetMotionModel, AutoencoderKL, ConditionAdapter]:
+    """The tiny video prior (``prior/unet``, ``prior/condition``) and VAE (``vae``) shipped.
 
     Trained on the simulated world by ``neurocine pretrain prior|vae`` (their ``MODEL_CARD.md``);
     ``root`` (``unet.pretrained``) may name another folder with the same ``vae/`` and
-    ``prior/unet/`` layout, e.g. the output of a retraining. Weights are loaded as float32.
+    ``prior/{unet,condition}/`` layout, e.g. the output of a retraining. Weights are loaded as
+    float32; the condition adapter maps a CLIP embedding to the prior's condition token.
     """
     root = Path(root) if root else PRETRAINED_ROOT
-    missing = _require_files(root, "prior/unet") + _require_files(root, "vae")
+    missing = [
+        *_require_files(root, "prior/unet"),
+        *_require_files(root, "prior/condition"),
+        *_require_files(root, "vae"),
+    ]
     if missing:
         raise CheckpointError(
             f"{root}: the tiny VAE / video prior are missing ({', '.join(missing)}): "
@@ -347,10 +385,13 @@ def load_tiny(root: str | Path | None = None) -> tuple[UNetMotionModel, Autoenco
             root / "prior", subfolder="unet", torch_dtype=torch.float32
         )
         vae = AutoencoderKL.from_pretrained(root, subfolder="vae", torch_dtype=torch.float32)
+        condition = ConditionAdapter.from_pretrained(
+            root / "prior", subfolder="condition", torch_dtype=torch.float32, source="embedding"
+        )
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{root}: cannot load the tiny VAE / video prior: {first}") from exc
-    return unet, vae
+    return unet, vae, condition
 
 
 def build_denoiser(unet_cfg: Any, seed: int = 0) -> Denoiser:
@@ -367,10 +408,10 @@ def build_denoiser(unet_cfg: Any, seed: int = 0) -> Denoiser:
     if preset not in PRESETS:
         raise ConfigError(f"unet.preset='{preset}': expected one of {PRESETS}")
     if preset == "tiny":  # pretrained: nothing to initialise
-        unet, vae = load_tiny(unet_cfg.pretrained)
+        unet, vae, condition = load_tiny(unet_cfg.pretrained)
         if unet_cfg.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
-        return Denoiser(unet=unet, vae=vae, codec=LatentCodec(vae))
+        return Denoiser(unet=unet, vae=vae, codec=LatentCodec(vae), condition=condition)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if preset == "random":

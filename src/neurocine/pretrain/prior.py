@@ -128,7 +128,10 @@ def build_prior(recipe: DictConfig, latent_channels: int, clip_dim: int):
             zero_init_motion=bool(cfg.zero_init_motion),
         )
         adapter = ConditionAdapter(
-            in_dim=clip_dim, cross_attention_dim=int(cfg.cross_attention_dim), num_tokens=1
+            in_dim=clip_dim,
+            cross_attention_dim=int(cfg.cross_attention_dim),
+            num_tokens=1,
+            source="embedding",
         )
     return unet, adapter
 
