@@ -15,7 +15,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export PYTHONHASHSEED := 0
 
 .PHONY: help install test test-slow lint format demo simulate embed train-stage1 train-stage2 \
-        reconstruct evaluate sweep bench pretrained clean
+        reconstruct evaluate sweep bench bench-all pretrained clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -64,8 +64,11 @@ sweep: embed ## Run experiments/sweeps/$(SWEEP).yaml (make sweep SWEEP=interp_ra
 demo: $(STAMP) ## Install, then simulate → embed → stage 1 → stage 2 → reconstruct → evaluate
 	$(NC) demo --config experiments/demo.yaml
 
-bench: $(STAMP) ## Run bench/*.py and rewrite docs/benchmarks.md
+bench: $(STAMP) ## Run the speed benchmarks (bench/*.py) and rewrite docs/benchmarks.md
 	$(PY) -m bench.run_all
+
+bench-all: $(STAMP) ## make bench plus the quality benchmarks that train whole models
+	$(PY) -m bench.run_all --all
 
 pretrained: $(STAMP) ## Retrain the shipped tiny CLIP / VAE / video prior
 	$(NC) pretrain clip --out src/neurocine/pretrained/clip

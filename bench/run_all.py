@@ -21,20 +21,27 @@ SKIP = {"__init__", "common", "run_all"}
 # Arguments that keep `make bench` within its 20-minute budget on a 2-core machine; the
 # full-size figures (python -m bench.preprocess_scale) are kept under their own names.
 QUICK_ARGS = {"preprocess_scale": ["--fraction", "0.12", "--video-size", "160"]}
+# Quality benchmarks that train whole models (10–15 minutes each on 2 cores): `make bench-all`
+# runs them too; `make bench` keeps their last recorded result (with its date and command).
+QUALITY = {"stage1_quality", "demo", "pretrained_quality"}
 HEADER = """# Benchmarks
 
-Every figure below comes from a script in `bench/` (run all with `make bench`, or one with the
-command shown under its table) on the machine named with it. Numbers from different machines are
-not comparable; ratios measured in one run are.
+Every figure below comes from a script in `bench/` on the machine named with it, with the exact
+command under its table. `make bench` reruns the speed benchmarks (≤ 20 minutes on 2 cores) and
+rebuilds this page; `make bench-all` also reruns the quality benchmarks that train whole models
+({quality}), whose sections otherwise keep the date of their last run. Numbers from different
+machines are not comparable; ratios measured in one run are.
 """
 
 
-def benchmarks() -> list[str]:
-    return sorted(p.stem for p in (ROOT / "bench").glob("*.py") if p.stem not in SKIP)
+def benchmarks(include_quality: bool = False) -> list[str]:
+    """The benchmark modules ``bench/<name>.py`` to run (quality ones only when asked)."""
+    names = sorted(p.stem for p in (ROOT / "bench").glob("*.py") if p.stem not in SKIP)
+    return [n for n in names if include_quality or n not in QUALITY]
 
 
 def render() -> str:
-    parts = [HEADER]
+    parts = [HEADER.format(quality=", ".join(f"`bench/{n}.py`" for n in sorted(QUALITY)))]
     for path in sorted(RESULTS.glob("*.json")):
         result = json.loads(path.read_text())
         parts.append(
@@ -49,11 +56,13 @@ def render() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only-docs", action="store_true", help="rebuild the page, run nothing")
-    parser.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
+    parser.add_argument("--all", action="store_true", help="include the quality benchmarks")
+    parser.add_argument("names", nargs="*", help="benchmarks to run (default: the speed ones)")
     args = parser.parse_args()
     failed = []
     if not args.only_docs:
-        for name in args.names or benchmarks():
+        total = time.perf_counter()
+        for name in args.names or benchmarks(include_quality=args.all):
             start = time.perf_counter()
             print(f"== bench/{name}.py", flush=True)
             command = [sys.executable, "-m", f"bench.{name}", *QUICK_ARGS.get(name, [])]
@@ -63,6 +72,7 @@ def main() -> int:
             )
             if proc.returncode:
                 failed.append(name)
+        print(f"== all benchmarks: {time.perf_counter() - total:.0f} s")
     out = ROOT / "docs" / "benchmarks.md"
     tmp = out.with_suffix(".md.tmp")
     tmp.write_text(render())
