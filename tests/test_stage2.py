@@ -290,8 +290,11 @@ def test_experiment_yaml_builds_the_demo_denoiser():
     assert cfg.stage == "stage2" and cfg.stage2.encoder_ckpt == "runs/stage1/latest/encoder"
     assert 0 < cfg.stage2.noise.ratio < 1
     denoiser = build_denoiser(cfg.unet, seed=int(cfg.seed))
-    # The simulated clips (6 × 32 × 32) reach attention as 8 × 8 tokens per frame.
-    assert denoiser.codec.latent_shape(6, 32, 32) == (48, 6, 8, 8)
+    # The shipped prior: the tiny VAE's 4 × 8 × 8 latents of the 6 × 32 × 32 simulated clips,
+    # conditioned on a CLIP embedding through its own adapter.
+    assert cfg.unet.preset == "tiny" and denoiser.codec.is_latent
+    assert denoiser.codec.latent_shape(6, 32, 32) == (4, 6, 8, 8)
+    assert denoiser.condition.config.source == "embedding"
     assert build_callbacks(cfg)[0].ratio_at(0, 0) == cfg.stage2.noise.ratio
 
 
