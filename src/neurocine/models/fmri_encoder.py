@@ -460,6 +460,8 @@ def build_encoder(
 
     ``pretrained`` is either an :class:`FMRIEncoder` directory or a MinD-Video checkpoint
     directory (recognised by its ``num_voxels``/``embed_dim`` config fields).
+    ``encoder_cfg.gradient_checkpointing`` turns on activation checkpointing of the blocks
+    (a training-time setting: it is not saved with the encoder).
     """
     if encoder_cfg.pretrained:
         from neurocine.models.mindvideo_encoder import is_mindvideo_dir, load_mindvideo_encoder
@@ -470,9 +472,11 @@ def build_encoder(
         else:
             encoder = FMRIEncoder.load(path)
         check_compatible(encoder, num_voxels, window, clip_dim, source=str(path))
-        return encoder
-    encoder = FMRIEncoder(**encoder_kwargs(encoder_cfg, num_voxels, window, clip_dim))
-    encoder.init_weights(torch.Generator().manual_seed(seed))
+    else:
+        encoder = FMRIEncoder(**encoder_kwargs(encoder_cfg, num_voxels, window, clip_dim))
+        encoder.init_weights(torch.Generator().manual_seed(seed))
+    if getattr(encoder_cfg, "gradient_checkpointing", False):
+        encoder.enable_gradient_checkpointing()
     return encoder
 
 
