@@ -125,8 +125,9 @@ class SpatioTemporalBlock(nn.Module):
     """Pre-norm block: spatial attention per TR, temporal attention per patch, MLP.
 
     Operates on ``x: [B, W, P, C]``; without ``temporal`` it is a plain ViT block per TR.
-    Windows of at most :attr:`broadcast_max_window` TRs take the temporal attention through
-    :meth:`Attention.forward_over_window` (same function, faster on CPU; 0 turns it off).
+    On CPU, windows of at most :attr:`broadcast_max_window` TRs take the temporal attention
+    through :meth:`Attention.forward_over_window` (same function, faster there; 0 turns it off).
+    Other devices keep the fused kernel (not measured there).
     """
 
     broadcast_max_window = 4  # measured: 2× faster at W = 2, ~7 % at W = 4, slower at W = 8
@@ -153,7 +154,8 @@ class SpatioTemporalBlock(nn.Module):
         out, spatial = self.attn(self.norm1(flat), need_weights)
         x = x + out.view_as(x)
         temporal = None
-        if self.temporal and not need_weights and window <= self.broadcast_max_window:
+        broadcast = x.device.type == "cpu" and window <= self.broadcast_max_window
+        if self.temporal and not need_weights and broadcast:
             x = x + self.attn_temp.forward_over_window(self.norm_temp(x))
         elif self.temporal:
             per_patch = rearrange(x, "b w p c -> (b p) w c")
