@@ -380,6 +380,9 @@ def render(data: dict) -> tuple[str, str]:
             )  # fmt: skip
         )
         ratio_v = rows[-1]["voxels"] / rows[0]["voxels"]
+        exponent = math.log(c_growth[-1] / c_growth[-2]) / math.log(
+            rows[-1]["voxels"] / rows[-2]["voxels"]
+        )
         counts = ", ".join(str(len(r["step_walls"])) for r in rows)
         notes.append(
             f"Stage 1: experiments/stage1.yaml's encoder (patch 16, width 32, depth 2, per-patch "
@@ -393,9 +396,10 @@ def render(data: dict) -> tuple[str, str]:
             f"Torch threads {rows[0]['threads']}. Over {ratio_v:.0f}× the voxels the CPU time per "
             f"step grew {c_growth[-1]:.0f}× (wall {t_growth[-1]:.0f}×), the parameters "
             f"{p_growth[-1]:.0f}× and the peak RSS {m_growth[-1]:.1f}× (RSS includes Python, "
-            f"torch and Lightning: {rows[0]['peak_rss_mb']:.0f} MB at the smallest V). Tokens "
-            "per TR = V / 16 and spatial self-attention over them is quadratic in V, the per-patch "
-            "embedding (own weights per 16-voxel patch) linear. Synthetic fMRI "
+            f"torch and Lightning: {rows[0]['peak_rss_mb']:.0f} MB at the smallest V). Between the "
+            f"two largest V the CPU time grew as V^{exponent:.2f}: tokens per TR = V / 16 and "
+            "spatial self-attention over them is quadratic in V, the per-patch embedding (own "
+            "weights per 16-voxel patch) linear. Synthetic fMRI "
             "(tests/factories.py), not neurocine simulate."
         )
     if "preprocess" in data:
@@ -442,12 +446,15 @@ def render(data: dict) -> tuple[str, str]:
             f"reproducibility selection of the {TOP_N} best vertices; generated once in "
             f"{gen['s']:.0f} s, each size converts a subset of its segments. Over "
             f"{rows[-1]['runs'] / rows[0]['runs']:.0f}× the runs the wall time grew "
-            f"{w_growth[-1]:.1f}×, CPU {c_growth[-1]:.1f}×, peak RSS {m_growth[-1]:.2f}×. "
+            f"{w_growth[-1]:.1f}×, CPU {c_growth[-1]:.1f}×. "
             f"Least-squares line: CPU ≈ {fixed_cpu:.1f} s + {per_run_cpu:.3f} s per run, wall ≈ "
-            f"{fixed_wall:.1f} s + {per_run_wall:.3f} s per run: at this run length the fixed "
-            f"part (start-up, imports, the CIFTI layout, the HDF5 file) dominates and the per-run "
-            f"part grows linearly; runs are streamed one at a time, so the peak RSS does not "
-            f"grow with their number."
+            f"{fixed_wall:.1f} s + {per_run_wall:.3f} s per run: the fixed part (start-up, "
+            f"imports, the CIFTI layout, the HDF5 file) is {fixed_wall / rows[-1]['wall_s']:.0%} "
+            f"of the largest conversion's wall time at this run length, the rest grows linearly "
+            f"with the runs (≈ {per_run_wall * 240 / data['volumes']:.1f} s per real 240-volume "
+            f"run if the cost scales with run length; movie decoding not included). Runs are "
+            f"streamed one at a time: peak RSS {m_growth[-1]:.2f}× over "
+            f"{rows[-1]['runs'] / rows[0]['runs']:.0f}× the runs."
         )
     load = data["load_avg"]
     notes.append(
