@@ -13,6 +13,10 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export PYTHONHASHSEED := 0
+# The demo's models are tiny: on this project's shared 2-core machines one torch thread per
+# process ran stage 1 and stage 2 several times faster than two (threads fighting other jobs).
+# `make demo OMP_NUM_THREADS=2` (or any N) overrides it.
+export OMP_NUM_THREADS ?= 1
 
 .PHONY: help install test test-slow lint format demo simulate embed train-stage1 train-stage2 \
         reconstruct evaluate sweep bench bench-all pretrained clean
