@@ -173,6 +173,8 @@ def test_tiny_clip_loads_offline_and_beats_random_init(held_out):
 def test_tiny_denoiser_shapes_through_build_denoiser():
     denoiser = build_denoiser(OmegaConf.structured(UNetConfig(preset="tiny")))
     assert denoiser.vae is not None and denoiser.codec.is_latent
+    # The prior's own condition: a CLIP embedding [B, 64] as one cross-attention token.
+    assert (denoiser.condition.config.source, denoiser.condition.config.in_dim) == ("embedding", 64)
     assert denoiser.codec.latent_shape(6, 32, 32) == (4, 6, 8, 8)
     assert next(denoiser.unet.parameters()).dtype == torch.float32
     video = torch.from_numpy(frames()).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
@@ -233,9 +235,11 @@ def test_recipes_run_and_their_outputs_load(tmp_path):
     root = tmp_path / "root"
     (root / "prior").mkdir(parents=True)
     (root / "prior" / "unet").symlink_to(tmp_path / "prior" / "unet")
+    (root / "prior" / "condition").symlink_to(tmp_path / "prior" / "condition")
     (root / "vae").symlink_to(tmp_path / "vae")
     denoiser = build_denoiser(OmegaConf.structured(UNetConfig(preset="tiny", pretrained=str(root))))
     assert denoiser.codec.latent_shape(6, 32, 32) == (4, 6, 8, 8)
+    assert denoiser.condition.config.source == "embedding"
     for name in NAMES:
         card = (tmp_path / name / "MODEL_CARD.md").read_text()
         assert "| steps | 2 " in card
