@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from neurocine.cli import main
 from neurocine.config import ClipConfig, UNetConfig
 from neurocine.errors import CheckpointError, ConfigError
+from neurocine.fileio import atomic_dir
 from neurocine.models.clip_targets import (
     build_tiny_tokenizer,
     image_embeddings,
@@ -26,7 +27,6 @@ from neurocine.pretrain import run_recipe
 from neurocine.pretrain.clip import contrastive_loss, retrieval_quality
 from neurocine.pretrain.common import (
     PretrainDataConfig,
-    atomic_dir,
     load_recipe,
     shipped_dir,
 )

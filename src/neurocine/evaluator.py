@@ -28,8 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +43,7 @@ from tqdm.auto import tqdm
 
 from neurocine.data.schema import read_strings, validate
 from neurocine.errors import CheckpointError, ConfigError, DataError
+from neurocine.fileio import atomic_dir
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -322,12 +321,7 @@ def fit_classifier(
 
 def save_evaluator(model: ClipClassifier, directory: str | Path, meta: dict[str, Any]) -> Path:
     """Write ``model.safetensors`` + ``config.json`` into a temporary folder, then rename it."""
-    directory = Path(directory)
-    tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(directory) as tmp:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp / WEIGHTS)
         config = {
             "format": FORMAT,
@@ -338,13 +332,7 @@ def save_evaluator(model: ClipClassifier, directory: str | Path, meta: dict[str,
             **meta,
         }
         (tmp / CONFIG).write_text(json.dumps(config, indent=2))
-        if directory.exists():
-            shutil.rmtree(directory)
-        tmp.replace(directory)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return directory
+    return Path(directory)
 
 
 def read_evaluator_config(directory: str | Path) -> dict[str, Any]:

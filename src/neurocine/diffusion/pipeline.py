@@ -15,8 +15,6 @@ Saved like a diffusers pipeline, one sub-folder per part::
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from neurocine.diffusion.noise import Generator
 from neurocine.diffusion.sampling import ddim_sample
 from neurocine.diffusion.scheduler import DependentDDPMScheduler
 from neurocine.errors import CheckpointError, ConfigError
+from neurocine.fileio import atomic_dir
 from neurocine.models.fmri_encoder import FMRIEncoder
 from neurocine.models.video_unet import (
     ConditionAdapter,
@@ -136,12 +135,7 @@ class VideoDecoder(nn.Module):
 
     def save(self, directory: str | Path) -> Path:
         """Write the model directory (module docstring) atomically: temporary name, then rename."""
-        directory = Path(directory)
-        tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        try:
-            tmp.mkdir(parents=True)
+        with atomic_dir(directory) as tmp:
             self.encoder.save_pretrained(tmp / "encoder", safe_serialization=True)
             self.adapter.save_pretrained(tmp / "adapter", safe_serialization=True)
             self.unet.save_pretrained(tmp / "unet", safe_serialization=True)
@@ -157,13 +151,7 @@ class VideoDecoder(nn.Module):
                 "unet_class": type(self.unet).__name__,
             }
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-            if directory.exists():
-                shutil.rmtree(directory)
-            tmp.replace(directory)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
-        return directory
+        return Path(directory)
 
     @classmethod
     def load(cls, directory: str | Path) -> VideoDecoder:

@@ -3,9 +3,9 @@
 The system only wires parts (all injected): the stage-1 fMRI encoder (frozen, or fine-tuned at
 its own learning rate), the :class:`~neurocine.models.video_unet.ConditionAdapter` that projects
 its output (condition tokens, or its CLIP-space embedding: ``stage2.condition``) to the UNet's
-``cross_attention_dim`` and holds the null condition of classifier-free guidance, the video UNet, the :class:`~neurocine.models.video_unet.LatentCodec` (pixel
-space-to-depth or a frozen VAE), and the noise scheduler. The loss is
-:func:`~neurocine.diffusion.loss.epsilon_loss`.
+``cross_attention_dim`` and holds the null condition of classifier-free guidance, the video
+UNet, the :class:`~neurocine.models.video_unet.LatentCodec` (pixel space-to-depth or a frozen
+VAE), and the noise scheduler. The loss is :func:`~neurocine.diffusion.loss.epsilon_loss`.
 
 Noise: the module asks for all its noise through :meth:`VideoDiffusionModule.noise_sampler`,
 which delegates to ``self.noise_scheduler`` (a

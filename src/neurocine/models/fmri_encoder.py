@@ -17,8 +17,6 @@ key map (:mod:`neurocine.models.mindvideo_encoder`). Saved and loaded as a diffu
 from __future__ import annotations
 
 import math
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ from einops import rearrange
 from torch import nn
 
 from neurocine.errors import CheckpointError, ConfigError
+from neurocine.fileio import atomic_dir
 
 # MinD-Video's encoder sizes (Chen et al. 2023, cc2017): the ``mindvideo`` preset.
 MINDVIDEO_SIZES: dict[str, Any] = {
@@ -417,19 +416,9 @@ class FMRIEncoder(ModelMixin, ConfigMixin):
 
     def save_atomic(self, directory: str | Path) -> Path:
         """``save_pretrained`` into a temporary sibling, then rename onto ``directory``."""
-        directory = Path(directory)
-        tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        try:
+        with atomic_dir(directory) as tmp:
             self.save_pretrained(tmp, safe_serialization=True)
-            if directory.exists():
-                shutil.rmtree(directory)
-            tmp.replace(directory)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
-        return directory
+        return Path(directory)
 
     @classmethod
     def load(cls, directory: str | Path) -> FMRIEncoder:

@@ -17,13 +17,13 @@ Use it to check a full-size setup (memory, step time, DDP) before the real weigh
 from __future__ import annotations
 
 import copy
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
+
+from neurocine.fileio import atomic_dir
 
 # Stable Diffusion v1.5 unet/config.json (859.5 M parameters); sample_size 32: 256-pixel frames.
 SD15_UNET_CONFIG: dict[str, Any] = {
@@ -103,22 +103,11 @@ def write_random_sd(
     Path
         ``directory``, loadable as ``unet.preset=sd15 unet.pretrained=<directory>``.
     """
-    directory = Path(directory)
-    tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            unet = sd15_unet2d(unet_config)
-            unet.save_pretrained(tmp / "unet", safe_serialization=True)
-            del unet  # one model in memory at a time
-            vae = AutoencoderKL.from_config(copy.deepcopy(vae_config or SD15_VAE_CONFIG))
-            vae.save_pretrained(tmp / "vae", safe_serialization=True)
-        if directory.exists():
-            shutil.rmtree(directory)
-        tmp.replace(directory)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return directory
+    with atomic_dir(directory) as tmp, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = sd15_unet2d(unet_config)
+        unet.save_pretrained(tmp / "unet", safe_serialization=True)
+        del unet  # one model in memory at a time
+        vae = AutoencoderKL.from_config(copy.deepcopy(vae_config or SD15_VAE_CONFIG))
+        vae.save_pretrained(tmp / "vae", safe_serialization=True)
+    return Path(directory)

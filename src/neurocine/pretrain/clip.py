@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
 from neurocine.config import ClipConfig
+from neurocine.fileio import atomic_dir
 from neurocine.models.clip_targets import (
     CLIP_MEAN,
     CLIP_STD,
@@ -44,7 +45,6 @@ from neurocine.pretrain.common import (
     RunConfig,
     RunRecord,
     adamw_with_schedule,
-    atomic_dir,
     build_trainer,
     command_line,
     count_parameters,

@@ -12,11 +12,9 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,25 +193,6 @@ def machine() -> str:
         f"{cpu}, {os.cpu_count()} cores{gpu}; torch {torch.__version__} "
         f"({torch.get_num_threads()} threads){load}"
     )
-
-
-@contextmanager
-def atomic_dir(out: str | Path) -> Iterator[Path]:
-    """Yield an empty temporary sibling of ``out``; it replaces ``out`` if the block succeeds."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        yield tmp
-        if out.exists():
-            out.replace(old)
-        tmp.replace(out)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def command_line() -> str:

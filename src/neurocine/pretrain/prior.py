@@ -43,6 +43,7 @@ from neurocine.config import ClipConfig, UNetConfig
 from neurocine.diffusion.loss import epsilon_loss
 from neurocine.diffusion.sampling import ddim_sample
 from neurocine.diffusion.scheduler import training_scheduler
+from neurocine.fileio import atomic_dir
 from neurocine.models.clip_targets import image_embeddings, load_clip, text_embeddings
 from neurocine.models.video_unet import (
     ConditionAdapter,
@@ -56,7 +57,6 @@ from neurocine.pretrain.common import (
     RunConfig,
     RunRecord,
     adamw_with_schedule,
-    atomic_dir,
     build_trainer,
     command_line,
     count_parameters,

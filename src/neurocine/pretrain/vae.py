@@ -26,12 +26,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
+from neurocine.fileio import atomic_dir
 from neurocine.pretrain.common import (
     PretrainDataConfig,
     RunConfig,
     RunRecord,
     adamw_with_schedule,
-    atomic_dir,
     build_trainer,
     command_line,
     count_parameters,
