@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 from omegaconf import DictConfig
 
@@ -24,15 +23,6 @@ TINY_UNET = [
     f"unet.cross_attention_dim={CROSS_DIM}",
     "unet.space_to_depth=2",  # 16×20×3 → 8×10×12
 ]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread (and do not fight other processes for cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_encoder(seed: int = 0, **overrides) -> FMRIEncoder:

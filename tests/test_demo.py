@@ -7,7 +7,6 @@ import resource
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 from stage2_helpers import TINY_UNET
 
@@ -26,14 +25,6 @@ TINY_SIM = [
     "simulate.width=16",
     "simulate.fps=2.0",
 ]
-
-
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_demo(root: Path) -> Path:
@@ -80,7 +71,7 @@ trainer: {max_epochs: 1, limit_train_batches: 2, limit_val_batches: 1, log_every
 
 
 @pytest.mark.slow  # ~25 s per demo on a shared 2-core machine
-def test_tiny_demo_runs_every_step(tmp_path, one_thread):
+def test_tiny_demo_runs_every_step(tmp_path):
     spec = tiny_demo(tmp_path)
     lines: list[str] = []
     result = run_demo(spec, progress=False, log=lines.append)

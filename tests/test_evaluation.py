@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 from factories import tiny_subject_arrays
-from stage2_helpers import one_thread, save_tiny_encoder, tiny_config  # noqa: F401
+from stage2_helpers import save_tiny_encoder, tiny_config
 
 from neurocine.baselines.mean_frame import MeanFrame
 from neurocine.baselines.pixel_ridge import PixelRidge

@@ -66,15 +66,6 @@ TINY_SD_VAE = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread: the machine's other core is busy, and tiny models run fastest so anyway."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def n_parameters(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 

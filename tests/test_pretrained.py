@@ -44,14 +44,6 @@ shipped = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def held_out():
     """Clips of the pretraining world that no shipped model saw (another seed), 32 × 32."""

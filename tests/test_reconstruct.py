@@ -13,7 +13,6 @@ from stage2_helpers import (
     FRAMES,
     HEIGHT,
     WIDTH,
-    one_thread,  # noqa: F401 (autouse fixture)
     save_tiny_encoder,
     tiny_config,
 )

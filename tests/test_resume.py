@@ -18,7 +18,7 @@ import lightning as L
 import pytest
 import torch
 from factories import write_tiny_subject
-from stage2_helpers import one_thread, save_tiny_encoder, tiny_config  # noqa: F401
+from stage2_helpers import save_tiny_encoder, tiny_config
 
 from neurocine import training
 from neurocine.config import load_config

@@ -17,7 +17,6 @@ from stage2_helpers import (
     TINY_UNET,
     WIDTH,
     WINDOW,
-    one_thread,  # noqa: F401 (autouse fixture)
     tiny_encoder,
 )
 from torch import nn

@@ -13,7 +13,6 @@ from lightning.pytorch.loggers import CSVLogger
 from stage2_helpers import (
     OUT_DIM,
     OUT_TOKENS,
-    one_thread,  # noqa: F401 (autouse fixture)
     save_tiny_encoder,
     tiny_config,
     tiny_encoder,

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from factories import write_tiny_subject
 from PIL import Image
 
@@ -18,14 +17,6 @@ from neurocine.errors import ConfigError
 from neurocine.sweep import expand, final_metrics, load_spec, point_id, run_sweep
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from omegaconf import OmegaConf
 from stage2_helpers import (
     CROSS_DIM,
     TINY_UNET,
-    one_thread,  # noqa: F401 (autouse fixture)
 )
 
 from neurocine.config import UNetConfig
