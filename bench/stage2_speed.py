@@ -56,19 +56,19 @@ def run_measured(cmd: list[str]) -> dict:
 def step_worker(batch: int, steps: int, out: Path) -> None:
     from neurocine.config import load_config
     from neurocine.diffusion.scheduler import training_scheduler
-    from neurocine.lit.stage2 import VideoDiffusionModule
+    from neurocine.lit.stage2 import VideoDiffusionModule, condition_adapter
     from neurocine.models.fmri_encoder import build_encoder
-    from neurocine.models.video_unet import ConditionAdapter, build_denoiser
+    from neurocine.models.video_unet import build_denoiser
 
     cfg = load_config(EXPERIMENT)
     encoder = build_encoder(load_config(STAGE1).encoder, VOXELS, WINDOW, 64)
     denoiser = build_denoiser(cfg.unet)
-    adapter = ConditionAdapter(
-        encoder.config.out_dim, denoiser.unet.config.cross_attention_dim, encoder.config.out_tokens
+    adapter = condition_adapter(str(cfg.stage2.condition), encoder, denoiser)
+    scheduler = training_scheduler(
+        clip_sample=not denoiser.codec.is_latent, dependent_ratio=float(cfg.stage2.noise.ratio)
     )
     module = VideoDiffusionModule(
-        encoder, adapter, denoiser.unet, denoiser.codec,
-        training_scheduler(clip_sample=True, dependent_ratio=float(cfg.stage2.noise.ratio)),
+        encoder, adapter, denoiser.unet, denoiser.codec, scheduler,
         frames_shape=(FRAMES, SIZE, SIZE), lr=float(cfg.stage2.lr),
     )  # fmt: skip
     module.log = lambda *args, **kwargs: None  # no Trainer attached: logging is a no-op
