@@ -300,7 +300,8 @@ def train_scorer(train: PretrainClips, epochs: int = 12, seed: int = 0):
     from neurocine.data.render import N_CLASSES
     from neurocine.evaluator import LabelledClips, TrainedClassifier, fit_classifier
 
-    runs = np.arange(len(train)) // 200  # pseudo-runs: the last one is its validation set
+    # Pseudo-runs of 200 clips (fewer for tiny sets: at least two); the last one validates.
+    runs = np.arange(len(train)) // max(1, min(200, len(train) // 2))
     clips = LabelledClips(train.frames, train.label, runs, N_CLASSES)
     cfg = OmegaConf.structured(EvaluatorConfig(epochs=epochs, seed=seed, val_runs=1))
     model, info = fit_classifier(clips, cfg, progress=False)
