@@ -170,6 +170,27 @@ def test_auto_condition_takes_the_priors_own_adapter(tiny_subject, encoder_dir, 
         ConditionAdapter(12, 8, 1, "pooled")
 
 
+@pytest.mark.parametrize("trainable", ["motion", "none"])
+def test_unet_trainable_limits_what_the_optimizer_updates(
+    tiny_subject, encoder_dir, tmp_path, trainable
+):
+    cfg = tiny_config(tiny_subject, encoder_dir, tmp_path, f"stage2.unet_trainable={trainable}")
+    module = build_module(cfg, setup(cfg))
+    trainable_names = {n for n, p in module.unet.named_parameters() if p.requires_grad}
+    motion = {n for n, _ in module.unet.named_parameters() if "motion_modules" in n}
+    assert trainable_names == (motion if trainable == "motion" else set())
+    optimized = {id(p) for g in module.configure_optimizers()["optimizer"].param_groups
+                 for p in g["params"]}  # fmt: skip
+    expected = {id(p) for p in module.adapter.parameters()}
+    expected |= {id(p) for n, p in module.unet.named_parameters() if n in trainable_names}
+    assert optimized == expected
+    with pytest.raises(ConfigError, match="stage2.unet_trainable='spatial'"):
+        build_module(
+            tiny_config(tiny_subject, encoder_dir, tmp_path, "stage2.unet_trainable=spatial"),
+            setup(cfg),
+        )
+
+
 def test_subject_without_frames_is_refused(tmp_path, encoder_dir):
     subject = write_tiny_subject(tmp_path / "noframes.h5")
     with h5py.File(subject, "r+") as f:

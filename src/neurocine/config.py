@@ -163,6 +163,9 @@ class Stage2Config:
     # What the UNet cross-attends to: auto (a pretrained prior's own CLIP-embedding adapter,
     # else the encoder's tokens) | tokens (MinD-Video) | embedding (stage 1's CLIP embedding)
     condition: str = "auto"
+    # Which UNet weights fine-tune: all | motion (the temporal modules only, diffusers'
+    # freeze_unet2d_params, AnimateDiff's recipe) | none (only the condition adapter)
+    unet_trainable: str = "all"
     noise: NoiseConfig = field(default_factory=NoiseConfig)
 
 

@@ -47,6 +47,7 @@ from neurocine.models.video_unet import (
 )
 
 MODEL_DIR = "model"
+UNET_TRAINABLE = ("all", "motion", "none")
 
 
 class VideoDiffusionModule(L.LightningModule):
@@ -73,6 +74,9 @@ class VideoDiffusionModule(L.LightningModule):
         Probability of replacing a sample's condition by the null condition.
     warmup_steps : int, default=0
         Linear learning-rate warm-up, then constant.
+    unet_trainable : {"all", "motion", "none"}, default="all"
+        UNet weights that fine-tune: all, only the motion modules (AnimateDiff's recipe for an
+        inflated image model), or none (only the condition adapter learns).
     seed : int, default=0
         Seeds the module's generator (noise, timesteps, condition dropout).
     """
@@ -93,6 +97,7 @@ class VideoDiffusionModule(L.LightningModule):
         freeze_encoder: bool = True,
         cond_dropout: float = 0.1,
         warmup_steps: int = 0,
+        unet_trainable: str = "all",
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -111,6 +116,14 @@ class VideoDiffusionModule(L.LightningModule):
         codec.latent_shape(*self.frames_shape)  # fail early on sizes the codec cannot fold
         if freeze_encoder:
             self.encoder.requires_grad_(False)
+        if unet_trainable not in UNET_TRAINABLE:
+            raise ConfigError(
+                f"stage2.unet_trainable='{unet_trainable}': expected one of {UNET_TRAINABLE}"
+            )
+        if unet_trainable == "motion":
+            self.unet.freeze_unet2d_params()
+        elif unet_trainable == "none":
+            self.unet.requires_grad_(False)
         self._generator: torch.Generator | None = None
         self._generator_state: torch.Tensor | None = None
 
@@ -390,6 +403,7 @@ def build_module(cfg: Any, datamodule: Any) -> VideoDiffusionModule:
         freeze_encoder=bool(s2.freeze_encoder),
         cond_dropout=float(s2.cond_dropout),
         warmup_steps=int(s2.warmup_steps),
+        unet_trainable=str(s2.unet_trainable),
         seed=int(cfg.seed),
     )
 
