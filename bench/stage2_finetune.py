@@ -3,9 +3,10 @@
 Stage 2 starts from the tiny video prior, which already answers to CLIP embeddings; stage 1
 predicts such an embedding from fMRI. This benchmark trains ``experiments/stage2.yaml`` on the
 demo's data and stage-1 encoder in several variants — the shipped recipe, dependent noise off
-(ρ = 0), and no fine-tuning at all (one step at learning rate 0: the prior as shipped, with the
-recipe's ρ for the initial noise) — and scores each on every test clip with the demo's sampling
-settings, beside the ridge and mean-frame baselines. Two variants run at a time.
+(ρ = 0), only the motion modules or only the condition adapter trained, and no fine-tuning at
+all (one step at learning rate 0: the prior as shipped, with the recipe's ρ for the initial
+noise) — and scores each on every test clip with the demo's sampling settings, beside the ridge
+and mean-frame baselines. Two variants run at a time.
 
     python -m bench.stage2_finetune [--demo-dir DIR]   # DIR: data.path's folder of a demo
 """
@@ -27,6 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = {
     "fine-tuned (experiments/stage2.yaml: ρ 0.5, lr 2e-4, 3 epochs)": [],
     "fine-tuned, ρ 0": ["stage2.noise.ratio=0"],
+    "fine-tuned, motion modules only": ["stage2.unet_trainable=motion"],
+    "fine-tuned, condition adapter only (UNet frozen)": ["stage2.unet_trainable=none"],
     "zero-shot: the prior as shipped (lr 0)": ["stage2.lr=0", "trainer.max_steps=1"],
 }
 METRICS = ("ssim", "frame_50way", "video_50way", "video_2way")
