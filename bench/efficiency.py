@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import json
 import logging
 import math
@@ -49,10 +48,9 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, 
 from bench.common import RESULTS, markdown_table, write_result
 from bench.stage1_quality import ensure_data
 from neurocine.config import load_config
-from neurocine.data.datamodule import FMRIVideoDataModule
 from neurocine.errors import CheckpointError, ConfigError
 from neurocine.models.fmri_encoder import SpatioTemporalBlock
-from neurocine.training import build_trainer
+from neurocine.training import build_system, build_trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGE1 = ROOT / "experiments" / "stage1.yaml"
@@ -155,13 +153,7 @@ class Stage:
     def __init__(self, stage: str, experiment: Path, overrides: list[str]) -> None:
         self.name = stage
         self.cfg = load_config(experiment, overrides)
-        L.seed_everything(int(self.cfg.seed), workers=True, verbose=False)
-        self.dm = FMRIVideoDataModule(
-            self.cfg, read_frames=stage == "stage2", augment=stage == "stage1"
-        )
-        self.dm.setup("fit")
-        self.lit = importlib.import_module(f"neurocine.lit.{stage}")
-        self.module = self.lit.build_module(self.cfg, self.dm)
+        self.dm, self.module, _ = build_system(self.cfg)
         self.module.log = lambda *args, **kwargs: None  # no Trainer here: logging is a no-op
         optim = self.module.configure_optimizers()
         self.optimizer = optim["optimizer"]
@@ -276,12 +268,7 @@ class StepTimer(L.Callback):
 def lightning_fit(stage: str, experiment: Path, overrides: list[str], run_dir: Path):
     """The ``neurocine.training.fit`` sequence with a :class:`StepTimer` (no validation)."""
     cfg = load_config(experiment, overrides)
-    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    dm = FMRIVideoDataModule(cfg, read_frames=stage == "stage2", augment=stage == "stage1")
-    dm.setup("fit")
-    lit = importlib.import_module(f"neurocine.lit.{stage}")
-    module = lit.build_module(cfg, dm)
-    callbacks = lit.build_callbacks(cfg) if hasattr(lit, "build_callbacks") else []
+    dm, module, callbacks = build_system(cfg)
     timer = StepTimer()
     trainer = build_trainer(cfg, run_dir, [*callbacks, timer], None)
     trainer.fit(module, datamodule=dm)

@@ -236,6 +236,23 @@ def _run_dir_for_children(run_dir: Path):
             os.environ[RUN_DIR_ENV] = previous
 
 
+def build_system(cfg: DictConfig) -> tuple[FMRIVideoDataModule, L.LightningModule, list]:
+    """Seed, then the set-up DataModule, the stage's module and its callbacks for ``cfg``.
+
+    What :func:`fit` trains; benchmarks build the same system to time its steps.
+    """
+    stage = cfg.stage
+    if stage not in STAGES:
+        raise ConfigError(f"key 'stage': '{stage}' is not one of {STAGES}")
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    datamodule = FMRIVideoDataModule(cfg, read_frames=stage == "stage2", augment=stage == "stage1")
+    datamodule.setup("fit")
+    lit = importlib.import_module(f"neurocine.lit.{stage}")
+    module = lit.build_module(cfg, datamodule)
+    callbacks = lit.build_callbacks(cfg) if hasattr(lit, "build_callbacks") else []
+    return datamodule, module, callbacks
+
+
 def fit(cfg: DictConfig) -> Path:
     """Train ``cfg.stage`` and return the run directory.
 
@@ -245,15 +262,8 @@ def fit(cfg: DictConfig) -> Path:
         A validated experiment config (:func:`neurocine.config.load_config`).
     """
     stage = cfg.stage
-    if stage not in STAGES:
-        raise ConfigError(f"key 'stage': '{stage}' is not one of {STAGES}")
     # Data and model are checked before the run directory exists: bad input writes nothing.
-    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    datamodule = FMRIVideoDataModule(cfg, read_frames=stage == "stage2", augment=stage == "stage1")
-    datamodule.setup("fit")
-    lit = importlib.import_module(f"neurocine.lit.{stage}")
-    module = lit.build_module(cfg, datamodule)
-    callbacks = lit.build_callbacks(cfg) if hasattr(lit, "build_callbacks") else []
+    datamodule, module, callbacks = build_system(cfg)
     run_dir, ckpt_path = resolve_run(cfg)
     if ckpt_path is not None:
         check_checkpoint(ckpt_path, stage)
