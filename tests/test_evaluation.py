@@ -23,6 +23,8 @@ from neurocine.evaluation import (
     find_reconstructions,
     flat_metrics,
     markdown_table,
+    paired_differences,
+    paired_note,
 )
 from neurocine.evaluator import (
     TrainedClassifier,
@@ -231,6 +233,26 @@ def test_scorer_perfect_and_trivial_predictions(subject):
         scorer.score(truth[:3])
 
 
+def test_paired_differences_cancel_what_the_rows_share():
+    # Clip difficulty varies a lot and both rows share it: the paired SE sees only the gap.
+    difficulty = np.linspace(0.0, 1.0, 20)
+    per_clip = {
+        "neurocine": {"video_50way": difficulty + 0.1, "ssim": difficulty},
+        "ridge": {"video_50way": difficulty, "ssim": difficulty + np.tile([0.0, 0.2], 10)},
+        "mean_frame": {"psnr": difficulty},  # no metric in common
+    }
+    paired = paired_differences(per_clip)
+    assert paired["ridge"]["video_50way"] == {"diff": pytest.approx(0.1), "se": pytest.approx(0)}
+    assert paired["ridge"]["ssim"]["diff"] == pytest.approx(-0.1)
+    assert paired["ridge"]["ssim"]["se"] == pytest.approx(0.1 * np.sqrt(20 / 19) / np.sqrt(20))
+    assert paired["mean_frame"] == {}
+    result = {"rows": {k: {m: 0.0 for m in v} for k, v in per_clip.items()}, "paired": paired}
+    assert paired_note(result) == (
+        "NeuroCine minus each row, paired over the same clips and distractors "
+        "(mean ± standard error): ridge fMRI → pixels: video 50-way +0.100 ± 0.000"
+    )
+
+
 def test_markdown_table_has_a_row_per_model_and_the_chance_levels():
     result = {
         "rows": {
@@ -274,6 +296,16 @@ def test_evaluate_run_writes_metrics_with_all_rows(run_dir, subject):
         assert 0.0 <= row["video_2way"] <= 1.0
     assert result["chance"] == {"2": pytest.approx(0.75)}
     assert "50-way skipped" in evaluation.table
+    # Per-clip scores (in clip order) reproduce the row figures; paired differences follow them.
+    assert len(result["clip_rows"]) == 7 and 3 not in result["clip_rows"]
+    ours, ridge = result["per_clip"]["neurocine"], result["per_clip"]["ridge"]
+    assert np.mean(ours["ssim"]) == pytest.approx(result["rows"]["neurocine"]["ssim"])
+    d = np.subtract(ours["video_2way"], ridge["video_2way"])
+    assert result["paired"]["ridge"]["video_2way"] == {
+        "diff": pytest.approx(d.mean()),
+        "se": pytest.approx(d.std(ddof=1) / np.sqrt(7)),
+    }
+    assert "NeuroCine minus each row, paired" in evaluation.table
     with h5py.File(run_dir / "samples" / "oracle.h5") as f:
         oracle_index = f["index"][()]
     assert list(oracle_index) == list(range(10))

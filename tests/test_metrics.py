@@ -327,6 +327,8 @@ def test_frame_based_n_way_averages_frames_then_clips():
     pred, gt = _deterministic_case(outcome)
     mean, std = M.frame_based_n_way(pred, gt, n_way=C - 2, num_trials=5)
     per_clip = outcome.mean(axis=1)
+    per_video = M.frame_based_n_way_per_video(pred, gt, n_way=C - 2, num_trials=5)
+    np.testing.assert_allclose(per_video.numpy(), per_clip)
     assert mean == pytest.approx(per_clip.mean())
     assert std == pytest.approx(per_clip.std())
     with pytest.raises(DataError, match=r"\[N, F, C\]"):
@@ -337,6 +339,8 @@ def test_video_based_n_way_scores_each_clip_once():
     outcome = np.array([True, False, True, True, False])
     pred, gt = _deterministic_case(outcome)
     mean, std = M.video_based_n_way(pred, gt, n_way=C - 2, num_trials=5)
+    per_video = M.video_based_n_way_per_video(pred, gt, n_way=C - 2, num_trials=5)
+    np.testing.assert_array_equal(per_video.numpy(), outcome.astype(np.float32))
     assert mean == pytest.approx(outcome.mean())
     assert std == pytest.approx(outcome.std())
 

@@ -50,10 +50,10 @@ from neurocine.data.schema import atomic_path, read_strings
 from neurocine.errors import CheckpointError, ConfigError, DataError, NeuroCineError
 from neurocine.metrics import (
     clip_similarity,
-    frame_based_n_way,
+    frame_based_n_way_per_video,
     n_way_chance,
     scene_mask,
-    video_based_n_way,
+    video_based_n_way_per_video,
     video_psnr_per_video,
     video_ssim_per_video,
 )
@@ -177,38 +177,103 @@ class Scorer:
     def _generator(self) -> torch.Generator:
         return torch.Generator().manual_seed(int(self.seed))
 
-    def score(self, pred: np.ndarray) -> dict[str, float]:
-        """All metrics of ``pred`` (uint8, the shape of ``truth``); ``*_std`` over clips."""
+    def per_clip(self, pred: np.ndarray) -> dict[str, np.ndarray]:
+        """Each clip's SSIM, PSNR and n-way scores of ``pred`` (uint8, the shape of ``truth``).
+
+        Every row draws the same n-way distractors (one seed), so two rows can be compared
+        clip by clip (``paired_differences``).
+        """
         if pred.shape != self.truth.shape:
             raise DataError(f"predictions {pred.shape} and ground truth {self.truth.shape} differ")
-        ssim = video_ssim_per_video(pred, self.truth)
-        psnr = video_psnr_per_video(pred, self.truth)
-        with np.errstate(invalid="ignore"):  # identical clips: PSNR inf, its spread undefined
-            out = {
-                "ssim": float(ssim.mean()),
-                "ssim_std": float(ssim.std()),
-                "psnr": float(psnr.mean()),
-                "psnr_std": float(psnr.std()),
-            }
+        out = {
+            "ssim": video_ssim_per_video(pred, self.truth),
+            "psnr": video_psnr_per_video(pred, self.truth),
+        }
         if self.classifier is not None:
             frame_probs, video_probs = self.classifier.probs(pred)
-            if self.ways["frame"]:
-                probs = frame_probs
-                for n in self.ways["frame"]:
-                    mean, std = frame_based_n_way(
-                        probs, self._gt_frame, n, self.num_trials, 1, self.k_true, self._generator()
-                    )
-                    out[f"frame_{n}way"], out[f"frame_{n}way_std"] = mean, std
-            if self.ways["video"]:
-                probs = video_probs
-                for n in self.ways["video"]:
-                    mean, std = video_based_n_way(
-                        probs, self._gt_video, n, self.num_trials, 1, self.k_true, self._generator()
-                    )
-                    out[f"video_{n}way"], out[f"video_{n}way_std"] = mean, std
+            for n in self.ways["frame"]:
+                out[f"frame_{n}way"] = frame_based_n_way_per_video(
+                    frame_probs, self._gt_frame, n, self.num_trials, 1, self.k_true,
+                    self._generator(),
+                ).numpy()  # fmt: skip
+            for n in self.ways["video"]:
+                out[f"video_{n}way"] = video_based_n_way_per_video(
+                    video_probs, self._gt_video, n, self.num_trials, 1, self.k_true,
+                    self._generator(),
+                ).numpy()  # fmt: skip
+        return out
+
+    def summarize(self, pred: np.ndarray, per_clip: dict[str, np.ndarray]) -> dict[str, float]:
+        """Mean and ``*_std`` over clips of ``per_clip``, plus the CLIP similarity of ``pred``."""
+        out = {}
+        with np.errstate(invalid="ignore"):  # identical clips: PSNR inf, its spread undefined
+            for key, values in per_clip.items():
+                values = np.asarray(values, dtype=np.float64)
+                out[key], out[f"{key}_std"] = float(values.mean()), float(values.std())
         if self._gt_clip is not None:
             out["clip_similarity"] = clip_similarity(self._clip_embed(pred), self._gt_clip)
         return out
+
+    def score(self, pred: np.ndarray) -> dict[str, float]:
+        """All metrics of ``pred`` (uint8, the shape of ``truth``); ``*_std`` over clips."""
+        return self.summarize(pred, self.per_clip(pred))
+
+
+def paired_differences(
+    per_clip: dict[str, dict[str, np.ndarray]], model: str = "neurocine"
+) -> dict[str, dict[str, dict[str, float]]]:
+    """``model`` minus each other row, clip by clip: ``{row: {metric: {"diff", "se"}}}``.
+
+    The standard error of a paired difference, ``std(d, ddof=1) / sqrt(N)``, is what says
+    whether ``model`` beats a baseline on these clips: the per-row spreads are much wider
+    because both rows find the same clips easy or hard.
+    """
+    ours = per_clip[model]
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for row, metrics in per_clip.items():
+        if row == model:
+            continue
+        out[row] = {}
+        for key in metrics.keys() & ours.keys():
+            a, b = np.asarray(ours[key], np.float64), np.asarray(metrics[key], np.float64)
+            if a.shape != b.shape:
+                raise DataError(f"per-clip {key}: {model} has {a.shape} clips, {row} {b.shape}")
+            d = a - b
+            d = d[np.isfinite(d)]
+            if len(d) < 2:
+                continue
+            se = float(d.std(ddof=1) / math.sqrt(len(d)))
+            out[row][key] = {"diff": float(d.mean()), "se": se}
+    return out
+
+
+def paired_note(result: dict[str, Any], model: str = "neurocine") -> str | None:
+    """One line: ``model`` minus each baseline on the largest n-way (video, frame) ± SE."""
+    paired = result.get("paired") or {}
+    keys = [k for k, _ in metric_columns(result["rows"]) if k.endswith("way")]
+    largest = [
+        max((k for k in keys if k.startswith(kind)), key=lambda k: int(k.split("_")[1][:-3]))
+        for kind in ("video", "frame")
+        if any(k.startswith(kind) for k in keys)
+    ]
+    labels = result.get("labels", LABELS)
+    names = {key: key.replace("_", " ").replace("way", "-way") for key in largest}
+    parts = [
+        f"{labels.get(row, row)}: "
+        + ", ".join(
+            f"{names[key]} {d[key]['diff']:+.3f} ± {d[key]['se']:.3f}"
+            for key in largest
+            if key in d
+        )
+        for row, d in paired.items()
+        if any(key in d for key in largest)
+    ]
+    if not parts:
+        return None
+    return (
+        f"{labels.get(model, model)} minus each row, paired over the same clips and distractors "
+        "(mean ± standard error): " + "; ".join(parts)
+    )
 
 
 def metric_columns(rows: dict[str, dict[str, float]]) -> list[tuple[str, str]]:
@@ -257,6 +322,9 @@ def markdown_table(result: dict[str, Any]) -> str:
         f"({result['n_excluded_scene_cut']} spanning a scene cut left out); "
         f"classifier: {result.get('classifier') or 'none'}; CLIP: {result.get('clip') or 'none'}"
     )
+    paired = paired_note(result)
+    if paired:
+        notes.append(paired)
     notes += result.get("notes", [])
     return "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
 
@@ -506,7 +574,8 @@ def evaluate_run(
         seed=int(ev.seed),
         notes=notes,
     )
-    scored = {name: scorer.score(videos[keep]) for name, videos in predictions.items()}
+    per_clip = {name: scorer.per_clip(videos[keep]) for name, videos in predictions.items()}
+    scored = {name: scorer.summarize(predictions[name][keep], v) for name, v in per_clip.items()}
     ways = sorted(set(scorer.ways["frame"]) | set(scorer.ways["video"]))
     result = {
         "run": str(samples.run_dir),
@@ -523,6 +592,9 @@ def evaluate_run(
         "chance": {str(n): n_way_chance(n, int(ev.k_true)) for n in ways},
         "labels": {k: LABELS.get(k, k) for k in scored},
         "rows": scored,
+        "paired": paired_differences(per_clip) if "neurocine" in per_clip else {},
+        "clip_rows": [int(r) for r in np.asarray(rows)[keep]],
+        "per_clip": {name: {k: v.tolist() for k, v in m.items()} for name, m in per_clip.items()},
         "notes": notes,
         "seconds": round(time.perf_counter() - started, 2),
     }

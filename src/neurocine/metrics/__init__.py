@@ -2,17 +2,20 @@
 
 Pixel level: ``video_ssim`` (MinD-Video's scikit-image SSIM, batched), ``video_psnr``.
 Semantic level: ``n_way_top_k`` on a classifier's output (``frame_based_n_way`` with an image
-classifier per frame, ``video_based_n_way`` with a video classifier per clip), ``clip_similarity``.
+classifier per frame, ``video_based_n_way`` with a video classifier per clip; ``*_per_video``
+for each clip's score), ``clip_similarity``.
 Embedding retrieval: ``retrieval_top_k``, ``n_way_retrieval`` and their torchmetrics classes
 ``RetrievalTopK``, ``NWayRetrieval`` (stage 1). ``scene_mask`` selects the clips to score.
 """
 
 from neurocine.metrics.nway import (
     frame_based_n_way,
+    frame_based_n_way_per_video,
     n_way_chance,
     n_way_top_k,
     true_classes_from_probs,
     video_based_n_way,
+    video_based_n_way_per_video,
 )
 from neurocine.metrics.psnr import video_psnr, video_psnr_per_video
 from neurocine.metrics.retrieval import (
@@ -30,6 +33,7 @@ __all__ = [
     "RetrievalTopK",
     "clip_similarity",
     "frame_based_n_way",
+    "frame_based_n_way_per_video",
     "n_way_chance",
     "n_way_retrieval",
     "n_way_top_k",
@@ -37,6 +41,7 @@ __all__ = [
     "scene_mask",
     "true_classes_from_probs",
     "video_based_n_way",
+    "video_based_n_way_per_video",
     "video_psnr",
     "video_psnr_per_video",
     "video_ssim",

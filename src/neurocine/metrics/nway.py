@@ -140,7 +140,7 @@ def _mean_std(per_clip: torch.Tensor) -> tuple[float, float]:
     return float(v.mean()), float(v.std(unbiased=False))
 
 
-def frame_based_n_way(
+def frame_based_n_way_per_video(
     pred_probs_frames: np.ndarray | torch.Tensor,
     gt_probs_frames: np.ndarray | torch.Tensor,
     n_way: int = 50,
@@ -148,8 +148,8 @@ def frame_based_n_way(
     top_k: int = 1,
     k_true: int = 3,
     generator: torch.Generator | None = None,
-) -> tuple[float, float]:
-    """Frame-based n-way accuracy: an image classifier on every frame of every clip.
+) -> torch.Tensor:
+    """Frame-based n-way accuracy of each clip: an image classifier on every frame.
 
     Each frame is one sample of ``n_way_top_k``, its true classes the image classifier's top
     ``k_true`` on the matching ground-truth frame (MinD-Video's ``img_classify_metric`` with a
@@ -162,7 +162,8 @@ def frame_based_n_way(
 
     Returns
     -------
-    (mean, std) over the N clips (std with ddof=0); the mean equals the mean over all frames.
+    float32 tensor of shape (N,). Per-clip scores let two models scored with the same
+    ``generator`` seed (hence the same distractors) be compared clip by clip.
     """
     pred = as_tensor(pred_probs_frames, "pred_probs_frames")
     gt = as_tensor(gt_probs_frames, "gt_probs_frames")
@@ -174,7 +175,66 @@ def frame_based_n_way(
     n, f, c = pred.shape
     true = true_classes_from_probs(gt.reshape(n * f, c), k_true)
     acc = n_way_top_k(pred.reshape(n * f, c), true, n_way, num_trials, top_k, generator)
-    return _mean_std(acc.reshape(n, f).mean(dim=1))
+    return acc.reshape(n, f).mean(dim=1)
+
+
+def frame_based_n_way(
+    pred_probs_frames: np.ndarray | torch.Tensor,
+    gt_probs_frames: np.ndarray | torch.Tensor,
+    n_way: int = 50,
+    num_trials: int = 100,
+    top_k: int = 1,
+    k_true: int = 3,
+    generator: torch.Generator | None = None,
+) -> tuple[float, float]:
+    """Frame-based n-way accuracy (``frame_based_n_way_per_video``) as (mean, std) over clips.
+
+    Parameters
+    ----------
+    pred_probs_frames, gt_probs_frames : float arrays of shape (N, F, C)
+        The classifier's softmax on each reconstructed and ground-truth frame.
+
+    Returns
+    -------
+    (mean, std) over the N clips (std with ddof=0); the mean equals the mean over all frames.
+    """
+    return _mean_std(
+        frame_based_n_way_per_video(
+            pred_probs_frames, gt_probs_frames, n_way, num_trials, top_k, k_true, generator
+        )
+    )
+
+
+def video_based_n_way_per_video(
+    pred_probs: np.ndarray | torch.Tensor,
+    gt_probs: np.ndarray | torch.Tensor,
+    n_way: int = 50,
+    num_trials: int = 100,
+    top_k: int = 1,
+    k_true: int = 3,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Video-based n-way accuracy of each clip: one video-classifier prediction per clip.
+
+    MinD-Video's ``video_classify_metric`` (VideoMAE fine-tuned on Kinetics-400).
+
+    Parameters
+    ----------
+    pred_probs, gt_probs : float arrays of shape (N, C)
+        The video classifier's softmax on each reconstructed and ground-truth clip.
+
+    Returns
+    -------
+    float32 tensor of shape (N,).
+    """
+    pred = as_tensor(pred_probs, "pred_probs")
+    gt = as_tensor(gt_probs, "gt_probs")
+    if pred.ndim != 2 or pred.shape != gt.shape:
+        raise DataError(
+            f"pred_probs {tuple(pred.shape)} and gt_probs {tuple(gt.shape)} must both be [N, C]"
+        )
+    true = true_classes_from_probs(gt, k_true)
+    return n_way_top_k(pred, true, n_way, num_trials, top_k, generator)
 
 
 def video_based_n_way(
@@ -186,9 +246,7 @@ def video_based_n_way(
     k_true: int = 3,
     generator: torch.Generator | None = None,
 ) -> tuple[float, float]:
-    """Video-based n-way accuracy: one video-classifier prediction per clip.
-
-    MinD-Video's ``video_classify_metric`` (VideoMAE fine-tuned on Kinetics-400).
+    """Video-based n-way accuracy (``video_based_n_way_per_video``) as (mean, std) over clips.
 
     Parameters
     ----------
@@ -199,11 +257,8 @@ def video_based_n_way(
     -------
     (mean, std) over the N clips (std with ddof=0).
     """
-    pred = as_tensor(pred_probs, "pred_probs")
-    gt = as_tensor(gt_probs, "gt_probs")
-    if pred.ndim != 2 or pred.shape != gt.shape:
-        raise DataError(
-            f"pred_probs {tuple(pred.shape)} and gt_probs {tuple(gt.shape)} must both be [N, C]"
+    return _mean_std(
+        video_based_n_way_per_video(
+            pred_probs, gt_probs, n_way, num_trials, top_k, k_true, generator
         )
-    true = true_classes_from_probs(gt, k_true)
-    return _mean_std(n_way_top_k(pred, true, n_way, num_trials, top_k, generator))
+    )
