@@ -31,11 +31,21 @@ BASELINES = ("mean_frame", "ridge", "oracle")
 TITLE = "make demo, end to end (bench/demo.py)"
 
 
-def _versus(rows: dict, key: str, n: int) -> str:
-    """NeuroCine's ``key`` beside the baselines', with its standard error over ``n`` clips."""
+def _versus(rows: dict, paired: dict, key: str, n: int) -> str:
+    """NeuroCine's ``key`` beside the baselines', with standard errors over ``n`` clips.
+
+    The gap to a baseline carries the standard error of the paired difference (same clips,
+    same distractors), when the run recorded one.
+    """
     ours = rows["neurocine"]
     se = f" ± {ours[key + '_std'] / n**0.5:.3f}" if key + "_std" in ours else ""
-    others = ", ".join(f"{name} {rows[name][key]:.3f}" for name in BASELINES if name in rows)
+
+    def other(name: str) -> str:
+        gap = paired.get(name, {}).get(key)
+        tail = f", gap {gap['diff']:+.3f} ± {gap['se']:.3f}" if gap else ""
+        return f"{name} {rows[name][key]:.3f}{tail}"
+
+    others = "; ".join(other(name) for name in BASELINES if name in rows)
     return f"{key} {ours[key]:.3f}{se} (vs {others})"
 
 
@@ -49,13 +59,14 @@ def notes(data: dict) -> str:
     return (
         f"1-minute load average at the start: {data['load_avg']:.1f} (a shared machine "
         "stretches wall times; CPU seconds are what the work costs). Stage 1 embeds with the "
-        "shipped tiny CLIP; stage 2 fine-tunes the shipped tiny video prior (latent diffusion "
-        "on the tiny VAE, conditioned on stage 1's CLIP-space embedding; "
+        "shipped tiny CLIP; stage 2 trains the condition adapter of the shipped tiny video prior "
+        "with dependent noise, the UNet frozen (latent diffusion on the tiny VAE, conditioned on "
+        "stage 1's CLIP-space embedding; "
         "`src/neurocine/pretrained/*/MODEL_CARD.md`). The oracle row is the same stage-2 "
         "model on the noise-free BOLD (`fmri_clean`).\n\n"
         "Semantic metric (50-way top-1 of the simulated-data evaluator, mean ± standard error "
-        f"over the {data['n_clips']} scored clips): "
-        + "; ".join(_versus(rows, k, data["n_clips"]) for k in semantic)
+        f"over the {data['n_clips']} scored clips; gap: NeuroCine minus the baseline, paired): "
+        + "; ".join(_versus(rows, data.get("paired", {}), k, data["n_clips"]) for k in semantic)
         + f". NeuroCine {'beats' if beats else 'does not beat'} both the mean frame and ridge "
         "on it in this run (compare the gap with the standard error); SSIM and PSNR reward "
         "blur, so the mean frame and ridge lead there.\n\nMetrics table printed by the demo "
@@ -116,7 +127,8 @@ def main() -> int:
                 shutil.copyfile(source, IMAGES / f"demo_grid.{suffix}")
     scored = json.loads((run2 / "metrics.json").read_text())
     data = {"steps_s": steps, "wall_s": wall, "peak_rss_mb": peak_mb, "load_avg": load,
-            "metrics": scored["rows"], "n_clips": scored["n_clips"], "metrics_md": metrics_md,
+            "metrics": scored["rows"], "paired": scored["paired"], "n_clips": scored["n_clips"],
+            "metrics_md": metrics_md,
             "run": run2.name}  # fmt: skip
     write_result("demo", TITLE, table, data, notes(data))
     return 0

@@ -316,6 +316,7 @@ def test_experiment_yaml_builds_the_demo_denoiser():
     assert denoiser.codec.latent_shape(6, 32, 32) == (4, 6, 8, 8)
     assert denoiser.condition.config.source == "embedding"
     assert build_callbacks(cfg)[0].ratio_at(0, 0) == cfg.stage2.noise.ratio
+    assert cfg.stage2.unet_trainable == "none"  # the shipped prior is kept, its adapter learns
 
 
 def test_checkpoint_keeps_the_installed_noise_and_the_generator(
