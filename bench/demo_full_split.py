@@ -2,9 +2,10 @@
 
 ``make demo`` reconstructs and scores only ``evaluation.reconstruct_limit`` (24) test clips to
 stay within 10 minutes, so its 50-way figures carry a standard error of about ±0.07. This
-benchmark reconstructs every test clip with the demo's trained stage-2 model (``--run``, or a
-fresh ``neurocine demo`` in a temporary folder when omitted) and scores them beside the same
-baselines, with the demo's sampling settings and once more at a higher guidance scale.
+benchmark reconstructs every test clip — and every clip of the held-out training run (``val``,
+single-repeat fMRI like the training data) — with the demo's trained stage-2 model (``--run``, or
+a fresh ``neurocine demo`` in a temporary folder when omitted) and scores them beside the same
+baselines with the demo's sampling settings, with paired standard errors of the gaps.
 
     python -m bench.demo_full_split [--run RUNS/demo/stage2/<timestamp>]
 """
@@ -38,52 +39,61 @@ def demo_run(workdir: Path) -> Path:
     return (workdir / "runs" / "demo" / "stage2" / "latest").resolve()
 
 
-def score(run_dir: Path, out: Path, overrides: list[str], baselines: bool) -> dict:
-    """Reconstruct the whole test split with ``overrides``; evaluate → metrics.json content."""
-    run(["reconstruct", "--run", str(run_dir), "--out", str(out / "samples"), "--no-videos",
-         "--no-progress", *overrides])  # fmt: skip
-    extra = [] if baselines else ["evaluation.baselines=[]"]
-    run(["evaluate", "--run", str(out / "samples"), "--out", str(out), "--no-progress", *extra])
+def score(run_dir: Path, out: Path, split: str) -> dict:
+    """Reconstruct a whole split with the run's sampling; evaluate → metrics.json content."""
+    run(["reconstruct", "--run", str(run_dir), "--out", str(out / "samples"), "--split", split,
+         "--no-videos", "--no-progress"])  # fmt: skip
+    run(["evaluate", "--run", str(out / "samples"), "--out", str(out), "--no-progress"])
     return json.loads((out / "metrics.json").read_text())
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", default=None, help="a demo stage-2 run (default: run the demo)")
-    parser.add_argument("--guidance", type=float, default=7.0, help="the second guidance scale")
+    parser.add_argument("--splits", default="test,val", help="comma-separated splits to score")
     args = parser.parse_args()
     load = os.getloadavg()[0]
+    splits = args.splits.split(",")
     with tempfile.TemporaryDirectory(prefix="demo_full_split_") as tmp:
         run_dir = Path(args.run).resolve() if args.run else demo_run(Path(tmp))
         steps = OmegaConf.load(run_dir / "config.yaml").sampling.steps
-        as_demo = score(run_dir, Path(tmp) / "demo", [], baselines=True)
-        guided = score(run_dir, Path(tmp) / "guided",
-                       [f"sampling.guidance_scale={args.guidance}"], baselines=False)  # fmt: skip
-    names = {"neurocine": "NeuroCine (demo sampling)", "mean_frame": "mean training frame",
+        scored = {split: score(run_dir, Path(tmp) / split, split) for split in splits}
+    names = {"neurocine": "NeuroCine", "mean_frame": "mean training frame",
              "ridge": "ridge fMRI → pixels", "oracle": "oracle (fmri_clean)"}  # fmt: skip
-    rows = [[label, *(as_demo["rows"][key].get(m, "") for m in METRICS)]
-            for key, label in names.items() if key in as_demo["rows"]]  # fmt: skip
-    rows.insert(1, [f"NeuroCine, guidance {args.guidance:g}",
-                    *(guided["rows"]["neurocine"].get(m, "") for m in METRICS)])  # fmt: skip
-    n = as_demo["n_clips"]
-    ours = as_demo["rows"]["neurocine"]
-    gaps = "; ".join(
-        f"{row} {d[m]['diff']:+.3f} ± {d[m]['se']:.3f}"
-        for row, d in as_demo["paired"].items()
-        for m in ("video_50way",)
-        if m in d
+    rows = [
+        [
+            split,
+            label,
+            scored[split]["n_clips"],
+            *(scored[split]["rows"][key].get(m, "") for m in METRICS),
+        ]
+        for split in splits
+        for key, label in names.items()
+        if key in scored[split]["rows"]
+    ]
+    gaps = " ".join(
+        f"{split}: NeuroCine {scored[split]['rows']['neurocine']['video_50way']:.3f}, minus "
+        + ", minus ".join(
+            f"{names[row]} {d['video_50way']['diff']:+.3f} ± {d['video_50way']['se']:.3f}"
+            for row, d in scored[split]["paired"].items()
+            if "video_50way" in d
+        )
+        + "."
+        for split in splits
     )
     notes = (
-        f"{n} test clips scored (clips spanning a scene cut left out), the demo's sampling "
-        f"settings (DDIM steps {steps}) unless named; 1-minute load average {load:.1f}. "
-        f"Video 50-way top-1: NeuroCine {ours['video_50way']:.3f}; NeuroCine minus each row, "
-        f"paired over the same clips and distractors (± standard error): {gaps}. n-way chance "
-        "with 3 true classes: 2-way 0.75, 50-way 0.058."
+        f"Every clip of each split scored (clips spanning a scene cut left out), the demo's "
+        f"sampling settings (DDIM steps {steps}); 1-minute load average {load:.1f}. The test "
+        "split's fMRI averages 10 repeats; val is a held-out training run (one repeat, the SNR "
+        "stage 1 and 2 trained on). Video 50-way top-1, and NeuroCine minus each row paired over "
+        f"the same clips and distractors (± standard error): {gaps} n-way chance with 3 true "
+        "classes: 2-way 0.75, 50-way 0.058."
     )
-    table = markdown_table(["row", *METRICS], rows)
-    data = {"n_clips": n, "as_demo": as_demo["rows"], "paired": as_demo["paired"],
-            "guided": guided["rows"], "guidance": args.guidance, "load": load}  # fmt: skip
-    write_result("demo_full_split", "The demo's model on the whole test split "
+    table = markdown_table(["split", "row", "clips", *METRICS], rows)
+    data = {split: {"n_clips": v["n_clips"], "rows": v["rows"], "paired": v["paired"]}
+            for split, v in scored.items()}  # fmt: skip
+    data["load"] = load
+    write_result("demo_full_split", "The demo's model on whole splits "
                  "(bench/demo_full_split.py)", table, data, notes)  # fmt: skip
     return 0
 

@@ -7,6 +7,7 @@ import json
 import h5py
 import numpy as np
 import pytest
+import torch
 from factories import tiny_subject_arrays
 from stage2_helpers import save_tiny_encoder, tiny_config
 
@@ -31,9 +32,11 @@ from neurocine.evaluator import (
     data_fingerprint,
     default_dir,
     ensure_evaluator,
+    fit_classifier,
     load_evaluator,
     predict_logits,
     read_evaluator_config,
+    read_labelled_clips,
     train_evaluator,
 )
 from neurocine.metrics import video_ssim
@@ -162,6 +165,21 @@ def test_evaluator_learns_the_labels_saves_and_reloads(subject, tmp_path):
     frame_logits, video_logits = predict_logits(model, frames)
     assert frame_logits.shape == (5, 4, N_CLASSES) and video_logits.shape == (5, N_CLASSES)
     assert default_dir(subject).name == "sub.h5.evaluator"
+
+
+def test_evaluator_training_is_reproducible_and_leaves_the_global_rng_alone(subject):
+    # Its dropout draws from the global RNG: unseeded, two runs scored the same videos apart.
+    cfg = load_config(None, [*FAST_EVAL, "evaluation.evaluator.epochs=2"]).evaluation.evaluator
+    clips = read_labelled_clips(subject)
+    torch.manual_seed(123)
+    first, _ = fit_classifier(clips, cfg, progress=False)
+    after_first = torch.rand(3)
+    torch.manual_seed(456)
+    second, _ = fit_classifier(clips, cfg, progress=False)
+    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    torch.manual_seed(123)
+    assert torch.equal(torch.rand(3), after_first)  # the caller's stream is untouched
 
 
 def test_scores_of_a_row_do_not_depend_on_the_rows_before(subject, tmp_path):

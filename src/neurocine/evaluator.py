@@ -250,6 +250,41 @@ def _accuracy(model: ClipClassifier, frames: np.ndarray, label: np.ndarray) -> t
     return video, frame
 
 
+def _train(
+    model: ClipClassifier, frames: np.ndarray, label: np.ndarray, eval_cfg: Any, progress: bool
+) -> None:
+    """AdamW + one-cycle over random single frames of the clips (augmented), in place."""
+    generator = torch.Generator().manual_seed(int(eval_cfg.seed))
+    batch = max(1, int(eval_cfg.batch_size))
+    epochs = max(1, int(eval_cfg.epochs))
+    steps_per_epoch = math.ceil(len(label) / batch)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=float(eval_cfg.lr), weight_decay=1e-4)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=float(eval_cfg.lr), total_steps=epochs * steps_per_epoch
+    )
+    frames_t = torch.from_numpy(frames)
+    label_t = torch.from_numpy(label)
+    n_frames = frames_t.shape[1]
+    bar = tqdm(total=epochs * steps_per_epoch, desc="evaluator", disable=not progress)
+    model.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(label_t), generator=generator).split(batch):
+            # One random frame per clip and step: the frames of a clip are near duplicates.
+            pick = torch.randint(0, n_frames, (len(idx),), generator=generator)
+            chosen = frames_t[idx, pick][:, None]
+            images = _augment(model.to_input(chosen), generator)
+            _, v_logits = model.logits(images, 1)
+            y = label_t[idx]
+            loss = F.cross_entropy(v_logits, y, label_smoothing=0.1)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+
+
 def fit_classifier(
     clips: LabelledClips, eval_cfg: Any, progress: bool = True
 ) -> tuple[ClipClassifier, dict[str, Any]]:
@@ -277,38 +312,11 @@ def fit_classifier(
     val_mask = np.isin(clips.run, runs[len(runs) - n_val_runs :])
     tr_frames, tr_label = clips.frames[~val_mask], clips.label[~val_mask]
     height, width = clips.frames.shape[2:4]
-    with torch.random.fork_rng(devices=[]):  # nn.Module init draws from the global RNG
+    # Module init and dropout draw from the global RNG: seed it, and leave the caller's alone.
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(eval_cfg.seed))
         model = ClipClassifier(clips.n_classes, height, width, int(eval_cfg.width))
-    generator = torch.Generator().manual_seed(int(eval_cfg.seed))
-    batch = max(1, int(eval_cfg.batch_size))
-    epochs = max(1, int(eval_cfg.epochs))
-    steps_per_epoch = math.ceil(len(tr_label) / batch)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=float(eval_cfg.lr), weight_decay=1e-4)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=float(eval_cfg.lr), total_steps=epochs * steps_per_epoch
-    )
-    frames_t = torch.from_numpy(tr_frames)
-    label_t = torch.from_numpy(tr_label)
-    n_frames = frames_t.shape[1]
-    bar = tqdm(total=epochs * steps_per_epoch, desc="evaluator", disable=not progress)
-    model.train()
-    for _ in range(epochs):
-        for idx in torch.randperm(len(label_t), generator=generator).split(batch):
-            # One random frame per clip and step: the frames of a clip are near duplicates.
-            pick = torch.randint(0, n_frames, (len(idx),), generator=generator)
-            chosen = frames_t[idx, pick][:, None]
-            images = _augment(model.to_input(chosen), generator)
-            _, v_logits = model.logits(images, 1)
-            y = label_t[idx]
-            loss = F.cross_entropy(v_logits, y, label_smoothing=0.1)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    bar.close()
+        _train(model, tr_frames, tr_label, eval_cfg, progress)
     model.eval()
     info: dict[str, Any] = {"n_train": int(len(tr_label)), "n_val": int(val_mask.sum())}
     if val_mask.any():

@@ -20,6 +20,7 @@ import platform
 import subprocess
 import sys
 import time
+import warnings
 from contextlib import contextmanager
 from importlib import metadata
 from importlib.util import find_spec
@@ -275,7 +276,9 @@ def fit(cfg: DictConfig) -> Path:
             tmp.write_text(json.dumps(environment(), indent=2))
     monitor = getattr(module, "checkpoint_monitor", None)
     trainer = build_trainer(cfg, run_dir, callbacks, monitor)
-    with _run_dir_for_children(run_dir):
+    with _run_dir_for_children(run_dir), warnings.catch_warnings():
+        # Frozen parts (the VAE, a frozen encoder or prior) are in eval mode on purpose.
+        warnings.filterwarnings("ignore", r"Found \d+ module\(s\) in eval mode", UserWarning)
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if trainer.is_global_zero:
         if hasattr(module, "export"):

@@ -124,6 +124,11 @@ class VideoDiffusionModule(L.LightningModule):
             self.unet.freeze_unet2d_params()
         elif unet_trainable == "none":
             self.unet.requires_grad_(False)
+        # Lightning keeps each submodule's mode: what learns trains, what is frozen stays in eval
+        # (diffusers' from_pretrained returns eval-mode models).
+        self.adapter.train()
+        self.unet.train(unet_trainable != "none")
+        self.encoder.train(not freeze_encoder)
         self._generator: torch.Generator | None = None
         self._generator_state: torch.Tensor | None = None
 
