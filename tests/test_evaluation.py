@@ -205,6 +205,17 @@ def test_evaluator_for_other_data_is_retrained(subject, tmp_path):
     assert read_evaluator_config(tmp_path / "ev")["fingerprint"] == data_fingerprint(subject)
 
 
+def test_evaluator_with_other_settings_is_retrained(subject, tmp_path, capsys):
+    cfg = load_config(None, [*FAST_EVAL, "evaluation.evaluator.epochs=1"])
+    ensure_evaluator(subject, cfg.evaluation.evaluator, tmp_path / "ev", progress=False)
+    ensure_evaluator(subject, cfg.evaluation.evaluator, tmp_path / "ev", progress=False)
+    assert "retraining" not in capsys.readouterr().out  # same data, same settings: reused
+    cfg = load_config(None, [*FAST_EVAL, "evaluation.evaluator.epochs=2"])
+    ensure_evaluator(subject, cfg.evaluation.evaluator, tmp_path / "ev", progress=False)
+    assert "other evaluation.evaluator settings; retraining" in capsys.readouterr().out
+    assert read_evaluator_config(tmp_path / "ev")["recipe"]["epochs"] == 2
+
+
 def test_subject_without_labels_has_no_trained_evaluator(tiny_subject, tmp_path):
     arrays = tiny_subject_arrays()
     for split in arrays["splits"].values():

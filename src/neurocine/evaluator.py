@@ -374,6 +374,18 @@ def load_evaluator(directory: str | Path) -> ClipClassifier:
     return model.eval()
 
 
+def training_recipe(eval_cfg: Any) -> dict[str, Any]:
+    """The ``evaluation.evaluator`` settings an evaluator was trained with (saved beside it)."""
+    return {
+        "width": int(eval_cfg.width),
+        "epochs": int(eval_cfg.epochs),
+        "lr": float(eval_cfg.lr),
+        "batch_size": int(eval_cfg.batch_size),
+        "val_runs": int(eval_cfg.val_runs),
+        "seed": int(eval_cfg.seed),
+    }
+
+
 def train_evaluator(
     data_path: str | Path,
     eval_cfg: Any,
@@ -410,8 +422,7 @@ def train_evaluator(
     meta = {
         "data": str(data_path),
         "fingerprint": data_fingerprint(data_path),
-        "seed": int(eval_cfg.seed),
-        "epochs": int(eval_cfg.epochs),
+        "recipe": training_recipe(eval_cfg),
         **info,
     }
     save_evaluator(model, directory, meta)
@@ -445,14 +456,18 @@ def ensure_evaluator(
     directory: str | Path | None = None,
     progress: bool = True,
 ) -> TrainedClassifier:
-    """Load the evaluator of ``data_path``; train it first when absent or made for other data."""
+    """Load the evaluator of ``data_path``; train it first when absent, or made for other data
+    or with other ``evaluation.evaluator`` settings."""
     directory = Path(directory) if directory is not None else default_dir(data_path)
     stale = True
     if (directory / CONFIG).is_file():
         config = read_evaluator_config(directory)
-        stale = config.get("fingerprint") != data_fingerprint(data_path)
-        if stale:
+        if config.get("fingerprint") != data_fingerprint(data_path):
             print(f"{directory}: made for other data (fingerprint differs); retraining")
+        elif config.get("recipe") != training_recipe(eval_cfg):
+            print(f"{directory}: trained with other evaluation.evaluator settings; retraining")
+        else:
+            stale = False
     if stale:
         for line in train_evaluator(data_path, eval_cfg, directory, progress).lines():
             print(line)
