@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 from bench.common import markdown_table, write_result
-from bench.demo_full_split import demo_run
+from bench.demo_robustness import demo_run
 from neurocine.evaluation import paired_differences
 
 ROOT = Path(__file__).resolve().parent.parent
