@@ -35,7 +35,7 @@ def _versus(rows: dict, paired: dict, key: str, n: int) -> str:
     """NeuroCine's ``key`` beside the baselines', with standard errors over ``n`` clips.
 
     The gap to a baseline carries the standard error of the paired difference (same clips,
-    same distractors), when the run recorded one.
+    same n-way draws, scenes as clusters), when the run recorded one.
     """
     ours = rows["neurocine"]
     se = f" ± {ours[key + '_std'] / n**0.5:.3f}" if key + "_std" in ours else ""

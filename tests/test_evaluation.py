@@ -271,15 +271,33 @@ def test_paired_differences_cancel_what_the_rows_share():
         "mean_frame": {"psnr": difficulty},  # no metric in common
     }
     paired = paired_differences(per_clip)
-    assert paired["ridge"]["video_50way"] == {"diff": pytest.approx(0.1), "se": pytest.approx(0)}
+    assert paired["ridge"]["video_50way"] == {
+        "diff": pytest.approx(0.1), "se": pytest.approx(0), "n": 20, "groups": 20
+    }  # fmt: skip
     assert paired["ridge"]["ssim"]["diff"] == pytest.approx(-0.1)
     assert paired["ridge"]["ssim"]["se"] == pytest.approx(0.1 * np.sqrt(20 / 19) / np.sqrt(20))
     assert paired["mean_frame"] == {}
     result = {"rows": {k: {m: 0.0 for m in v} for k, v in per_clip.items()}, "paired": paired}
     assert paired_note(result) == (
-        "NeuroCine minus each row, paired over the same clips and distractors "
+        "NeuroCine minus each row, paired over the same clips and n-way draws "
         "(mean ± standard error): ridge fMRI → pixels: video 50-way +0.100 ± 0.000"
     )
+
+
+def test_paired_standard_error_counts_scenes_not_clips():
+    # Five scenes of four near-identical clips each: 5 independent differences, not 20.
+    gaps = np.repeat([0.3, -0.1, 0.2, 0.0, 0.1], 4)
+    per_clip = {"neurocine": {"ssim": gaps}, "ridge": {"ssim": np.zeros(20)}}
+    scenes = np.repeat(list("abcde"), 4)
+    by_clip = paired_differences(per_clip)["ridge"]["ssim"]
+    by_scene = paired_differences(per_clip, groups=scenes)["ridge"]["ssim"]
+    assert by_scene["diff"] == by_clip["diff"] == pytest.approx(0.1)
+    assert by_scene["se"] == pytest.approx(gaps[::4].std(ddof=1) / np.sqrt(5))
+    assert by_scene["se"] > 1.5 * by_clip["se"] and by_scene["groups"] == 5
+    # A perfect clip (PSNR inf) has no finite difference: left out and counted.
+    per_clip = {"neurocine": {"psnr": np.r_[np.inf, gaps[1:]]}, "ridge": {"psnr": np.zeros(20)}}
+    psnr = paired_differences(per_clip, groups=scenes)["ridge"]["psnr"]
+    assert psnr["n"] == 19 and psnr["diff"] == pytest.approx(gaps[1:].mean())
 
 
 def test_markdown_table_has_a_row_per_model_and_the_chance_levels():
@@ -330,10 +348,11 @@ def test_evaluate_run_writes_metrics_with_all_rows(run_dir, subject):
     ours, ridge = result["per_clip"]["neurocine"], result["per_clip"]["ridge"]
     assert np.mean(ours["ssim"]) == pytest.approx(result["rows"]["neurocine"]["ssim"])
     d = np.subtract(ours["video_2way"], ridge["video_2way"])
-    assert result["paired"]["ridge"]["video_2way"] == {
-        "diff": pytest.approx(d.mean()),
-        "se": pytest.approx(d.std(ddof=1) / np.sqrt(7)),
-    }
+    gap = result["paired"]["ridge"]["video_2way"]
+    assert gap["diff"] == pytest.approx(d.mean()) and gap["n"] == 7
+    with h5py.File(subject) as f:  # the standard error counts the kept clips' scenes
+        scenes = f["test/scene"].asstr()[:10][keep]
+    assert gap["groups"] == len(set(scenes))
     assert "NeuroCine minus each row, paired" in evaluation.table
     with h5py.File(run_dir / "samples" / "oracle.h5") as f:
         oracle_index = f["index"][()]

@@ -184,9 +184,10 @@ def test_unet_trainable_limits_what_the_optimizer_updates(
     expected = {id(p) for p in module.adapter.parameters()}
     expected |= {id(p) for n, p in module.unet.named_parameters() if n in trainable_names}
     assert optimized == expected
-    # Lightning keeps submodule modes: a frozen UNet and the frozen encoder stay in eval mode.
+    # module.train() (what a training loop calls) leaves the frozen parts in eval mode.
+    module.eval().train()
     assert module.unet.training == (trainable != "none") and not module.encoder.training
-    assert module.adapter.training
+    assert module.adapter.training and not module.codec.training
     with pytest.raises(ConfigError, match="stage2.unet_trainable='spatial'"):
         build_module(
             tiny_config(tiny_subject, encoder_dir, tmp_path, "stage2.unet_trainable=spatial"),

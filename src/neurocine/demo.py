@@ -20,9 +20,9 @@ them for a 2-core laptop; ``key=value`` arguments on the command line apply to b
 
     stage1: experiments/stage1.yaml
     stage2: experiments/stage2.yaml
-    overrides: [evaluation.reconstruct_limit=24]    # both stages
-    stage1_overrides: [trainer.max_epochs=8]
-    stage2_overrides: [trainer.max_epochs=4]
+    overrides: [clip.preset=tiny, evaluation.reconstruct_limit=null]    # both stages
+    stage1_overrides: []
+    stage2_overrides: [sampling.steps=10]
 """
 
 from __future__ import annotations

@@ -180,8 +180,8 @@ class Scorer:
     def per_clip(self, pred: np.ndarray) -> dict[str, np.ndarray]:
         """Each clip's SSIM, PSNR and n-way scores of ``pred`` (uint8, the shape of ``truth``).
 
-        Every row draws the same n-way distractors (one seed), so two rows can be compared
-        clip by clip (``paired_differences``).
+        Every row's n-way trials use the same random numbers (one seed): common random numbers,
+        so two rows can be compared clip by clip (``paired_differences``).
         """
         if pred.shape != self.truth.shape:
             raise DataError(f"predictions {pred.shape} and ground truth {self.truth.shape} differ")
@@ -220,13 +220,19 @@ class Scorer:
 
 
 def paired_differences(
-    per_clip: dict[str, dict[str, np.ndarray]], model: str = "neurocine"
+    per_clip: dict[str, dict[str, np.ndarray]],
+    model: str = "neurocine",
+    groups: Sequence[str] | None = None,
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """``model`` minus each other row, clip by clip: ``{row: {metric: {"diff", "se"}}}``.
+    """``model`` minus each other row, clip by clip: ``{row: {metric: {diff, se, n, groups}}}``.
 
-    The standard error of a paired difference, ``std(d, ddof=1) / sqrt(N)``, is what says
-    whether ``model`` beats a baseline on these clips: the per-row spreads are much wider
-    because both rows find the same clips easy or hard.
+    The standard error of the paired mean difference is what says whether ``model`` beats a
+    baseline on these clips (the per-row spreads are much wider: both rows find the same clips
+    easy or hard). Clips of one scene are not independent (overlapping windows of the same
+    video), so with ``groups`` (a scene id per clip) it is the cluster-robust standard error
+    over scenes, ``sqrt(G / (G - 1) · Σ_g (Σ_{i∈g} (d_i − d̄))²) / N``; without, the plain
+    ``std(d, ddof=1) / sqrt(N)``. Clips whose difference is not finite (PSNR of a perfect
+    clip) are left out; ``n`` says how many were used.
     """
     ours = per_clip[model]
     out: dict[str, dict[str, dict[str, float]]] = {}
@@ -234,16 +240,24 @@ def paired_differences(
         if row == model:
             continue
         out[row] = {}
-        for key in metrics.keys() & ours.keys():
+        for key in (k for k in ours if k in metrics):
             a, b = np.asarray(ours[key], np.float64), np.asarray(metrics[key], np.float64)
             if a.shape != b.shape:
                 raise DataError(f"per-clip {key}: {model} has {a.shape} clips, {row} {b.shape}")
-            d = a - b
-            d = d[np.isfinite(d)]
-            if len(d) < 2:
+            finite = np.isfinite(a - b)
+            d = (a - b)[finite]
+            g = np.arange(len(a))[finite] if groups is None else np.asarray(groups)[finite]
+            labels, cluster = np.unique(g, return_inverse=True)
+            if len(labels) < 2:
                 continue
-            se = float(d.std(ddof=1) / math.sqrt(len(d)))
-            out[row][key] = {"diff": float(d.mean()), "se": se}
+            sums = np.bincount(cluster, weights=d - d.mean())
+            se = math.sqrt(len(labels) / (len(labels) - 1) * float((sums**2).sum())) / len(d)
+            out[row][key] = {
+                "diff": float(d.mean()),
+                "se": se,
+                "n": int(len(d)),
+                "groups": int(len(labels)),
+            }
     return out
 
 
@@ -270,9 +284,11 @@ def paired_note(result: dict[str, Any], model: str = "neurocine") -> str | None:
     ]
     if not parts:
         return None
+    first = next(iter(next(iter(paired.values())).values()), {})
+    over = f" over {first['groups']} scenes" if first.get("groups", 0) < first.get("n", 0) else ""
     return (
-        f"{labels.get(model, model)} minus each row, paired over the same clips and distractors "
-        "(mean ± standard error): " + "; ".join(parts)
+        f"{labels.get(model, model)} minus each row, paired over the same clips and n-way draws "
+        f"(mean ± standard error{over}): " + "; ".join(parts)
     )
 
 
@@ -537,9 +553,11 @@ def evaluate_run(
             f"{samples.h5_path}: reconstructions {pred.shape} vs ground truth {truth.shape}"
         )
     keep = np.ones(len(rows), dtype=bool)
+    clip_scenes = None
     if scenes is not None:
         by_row = dict(zip(np.sort(rows).tolist(), scenes, strict=True))
         keep = scene_mask([by_row[int(r)] for r in rows])
+        clip_scenes = [str(by_row[int(r)]) for r, k in zip(rows, keep, strict=True) if k]
     if not keep.any():
         raise DataError(f"{samples.h5_path}: every reconstructed clip spans a scene cut")
     notes: list[str] = []
@@ -592,8 +610,11 @@ def evaluate_run(
         "chance": {str(n): n_way_chance(n, int(ev.k_true)) for n in ways},
         "labels": {k: LABELS.get(k, k) for k in scored},
         "rows": scored,
-        "paired": paired_differences(per_clip) if "neurocine" in per_clip else {},
+        "paired": paired_differences(per_clip, groups=clip_scenes)
+        if "neurocine" in per_clip
+        else {},
         "clip_rows": [int(r) for r in np.asarray(rows)[keep]],
+        "clip_scenes": clip_scenes,
         "per_clip": {name: {k: v.tolist() for k, v in m.items()} for name, m in per_clip.items()},
         "notes": notes,
         "seconds": round(time.perf_counter() - started, 2),

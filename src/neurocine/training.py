@@ -277,8 +277,8 @@ def fit(cfg: DictConfig) -> Path:
     monitor = getattr(module, "checkpoint_monitor", None)
     trainer = build_trainer(cfg, run_dir, callbacks, monitor)
     with _run_dir_for_children(run_dir), warnings.catch_warnings():
-        # Frozen parts (the VAE, a frozen encoder or prior) are in eval mode on purpose.
-        warnings.filterwarnings("ignore", r"Found \d+ module\(s\) in eval mode", UserWarning)
+        if stage == "stage2":  # its frozen parts are in eval mode on purpose (module.train)
+            warnings.filterwarnings("ignore", r"Found \d+ module\(s\) in eval mode", UserWarning)
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if trainer.is_global_zero:
         if hasattr(module, "export"):

@@ -124,11 +124,7 @@ class VideoDiffusionModule(L.LightningModule):
             self.unet.freeze_unet2d_params()
         elif unet_trainable == "none":
             self.unet.requires_grad_(False)
-        # Lightning keeps each submodule's mode: what learns trains, what is frozen stays in eval
-        # (diffusers' from_pretrained returns eval-mode models).
-        self.adapter.train()
-        self.unet.train(unet_trainable != "none")
-        self.encoder.train(not freeze_encoder)
+        self.train()  # diffusers' from_pretrained returns eval-mode models
         self._generator: torch.Generator | None = None
         self._generator_state: torch.Tensor | None = None
 
@@ -200,9 +196,18 @@ class VideoDiffusionModule(L.LightningModule):
                      on_epoch=True, batch_size=n)  # fmt: skip
         return loss
 
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        if self.hparams.freeze_encoder:
-            self.encoder.eval()  # no dropout in a frozen encoder
+    def train(self, mode: bool = True) -> VideoDiffusionModule:
+        """Train mode for the parts that learn; frozen ones (encoder, UNet, VAE) stay in eval.
+
+        Lightning keeps each submodule's mode through fit and validation, so this is where no
+        dropout turns on in a frozen part.
+        """
+        super().train(mode)
+        if mode:
+            self.codec.eval()
+            self.unet.train(self.hparams.unet_trainable != "none")
+            self.encoder.train(not self.hparams.freeze_encoder)
+        return self
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._common_step(batch, "train", self.generator)

@@ -163,7 +163,7 @@ def frame_based_n_way_per_video(
     Returns
     -------
     float32 tensor of shape (N,). Per-clip scores let two models scored with the same
-    ``generator`` seed (hence the same distractors) be compared clip by clip.
+    ``generator`` seed (common random numbers) be compared clip by clip.
     """
     pred = as_tensor(pred_probs_frames, "pred_probs_frames")
     gt = as_tensor(gt_probs_frames, "gt_probs_frames")
