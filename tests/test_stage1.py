@@ -156,6 +156,18 @@ def test_build_module_sizes_from_the_data(tiny_subject, tmp_path):
     assert module(torch.zeros(3, 2, 61)).shape == (3, 12)
 
 
+def test_text_only_training_keeps_the_best_checkpoint_by_the_text_n_way(tiny_subject, tmp_path):
+    from neurocine.training import fit
+
+    cfg = tiny_cfg(tiny_subject, tmp_path, "stage1.w_img=0.0", "stage1.n_way=5",
+                   "trainer.max_epochs=1")  # fmt: skip
+    module = build_module(cfg, setup_dm(cfg))
+    assert module.checkpoint_monitor == ("val/top1_5way_text", "max")
+    run_dir = fit(cfg)  # the image n-way is not logged: monitoring it stopped the fit
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file()
+    assert any("val/top1_5way_text" in row for row in read_metrics(run_dir))
+
+
 def test_file_without_embeddings_says_run_embed(tmp_path):
     path = write_tiny_subject(tmp_path / "bare.h5", clip_dim=None)
     cfg = tiny_cfg(path, tmp_path)

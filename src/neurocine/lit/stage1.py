@@ -124,8 +124,10 @@ class ContrastiveEncoderModule(L.LightningModule):
                     self.metrics[f"{stage}/top{k}_{n_way}way{suffix}"] = NWayRetrieval(
                         n_way=n_way, num_trials=n_way_trials, top_k=k, seed=n_way_seed
                     )
-        # The best checkpoint follows the configured n-way (val/top1_50way by default).
-        self.checkpoint_monitor = (f"val/top1_{n_way}way", "max")
+        # The best checkpoint follows the configured n-way (val/top1_50way by default) of the
+        # image target, or of the text target when only the text target is trained.
+        suffix = "" if self.weights["clip_image"] > 0 else "_text"
+        self.checkpoint_monitor = (f"val/top1_{n_way}way{suffix}", "max")
         self._epoch_samples = 0
         self._epoch_start = 0.0
 
