@@ -362,6 +362,17 @@ def test_evaluate_run_writes_metrics_with_all_rows(run_dir, subject):
     assert again.result["rows"] == result["rows"]
 
 
+def test_oracle_is_sampled_as_the_reconstructions_were(run_dir, tmp_path):
+    folder = tmp_path / "ridge_start"
+    reconstruct(run_dir, folder, limit=4, progress=False, videos=False,
+                overrides=["sampling.init=ridge", "sampling.strength=0.5"])  # fmt: skip
+    evaluate_run(folder, ["evaluation.baselines=[oracle]", "evaluation.clip_similarity=false"],
+                 out_dir=tmp_path / "eval", progress=False)  # fmt: skip
+    with h5py.File(folder / "oracle.h5") as f:
+        assert (f.attrs["init"], f.attrs["strength"], f.attrs["steps"]) == ("ridge", 0.5, 2)
+        assert list(f["index"][()]) == [0, 1, 2, 3]
+
+
 def test_evaluate_cli_and_a_reconstruction_folder(run_dir, tmp_path, capsys):
     code = main(
         ["evaluate", "--run", str(run_dir / "samples"), "--out", str(tmp_path), "--no-progress",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import av
@@ -105,6 +106,47 @@ def test_each_video_is_the_same_whatever_the_batch_or_limit(run_dir, tmp_path):
         assert np.abs(first - fb["frames"][()].astype(int)).max() <= 1
         assert not np.array_equal(fa["frames"][:2], fc["frames"][()])
     assert not (tmp_path / "a" / "videos").exists()
+
+
+def test_ridge_start_is_recorded_and_keeps_the_ridge_video(run_dir, tmp_path):
+    from neurocine.reconstruct import load_run, low_level_decoder
+
+    start = ["sampling.init=ridge", "sampling.steps=10", "sampling.guidance_scale=1.0"]
+    near = reconstruct(run_dir, tmp_path / "near", limit=3, progress=False, videos=False,
+                       overrides=[*start, "sampling.strength=0.1"])  # fmt: skip
+    plain = reconstruct(run_dir, tmp_path / "noise", limit=3, progress=False, videos=False,
+                        overrides=start[1:])  # fmt: skip
+    with h5py.File(near.h5_path) as f:
+        frames, attrs = f["frames"][()], dict(f.attrs)
+    with h5py.File(plain.h5_path) as f:
+        noise_frames, noise_attrs = f["frames"][()], dict(f.attrs)
+    assert (attrs["init"], attrs["strength"]) == ("ridge", 0.1)
+    assert (noise_attrs["init"], noise_attrs["strength"]) == ("noise", 1.0)
+    # One DDIM step at t = 0 from the ridge decoding (fitted on the train split) stays on it.
+    cfg, _ = load_run(run_dir, start)
+    datamodule = FMRIVideoDataModule(cfg, read_frames=True, augment=False)
+    datamodule.setup("test")
+    fmri = datamodule.datasets["test"].__getitems__([0, 1, 2])["fmri"].numpy()
+    ridge = low_level_decoder(cfg, datamodule).predict(fmri).astype(float)
+    near, far = np.abs(frames - ridge).mean(), np.abs(noise_frames - ridge).mean()
+    assert near < 0.2 * far  # measured: 4.4 vs 73 grey levels
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["sampling.init=vdvae"], r"sampling.init='vdvae': expected one of \('noise', 'ridge'\)"),
+        (["sampling.strength=0.5"], "sampling.strength=0.5 needs an initial video"),
+        (["sampling.init=ridge", "sampling.strength=1.5"], r"must be in \(0, 1\]"),
+    ],
+)
+def test_bad_sampling_start_is_one_line(run_dir, tmp_path, capsys, overrides, message):
+    code = main(["reconstruct", "--run", str(run_dir), "--out", str(tmp_path / "out"),
+                 "--no-progress", *FAST, *overrides])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(message, err[0]), err
+    assert not (tmp_path / "out").exists()
 
 
 def test_cli_reconstructs_and_reports_bad_input_in_one_line(run_dir, tmp_path, capsys):

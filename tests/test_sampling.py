@@ -148,3 +148,55 @@ def test_bad_sampling_arguments():
         ddim_sample(ZeroNoise(), training_scheduler(), cond, cond, (4, 5, 8, 8), steps=0)
     with pytest.raises(ConfigError, match="null cond"):
         ddim_sample(ZeroNoise(), training_scheduler(), cond, cond[:1], (4, 5, 8, 8), steps=1)
+
+
+def test_a_start_from_initial_latents_runs_the_last_share_of_the_steps():
+    # ε̂ = 0: each DDIM step (η = 0) keeps x̂_0 = x_t / √ᾱ_t, and the last one returns it, so the
+    # output is init + √((1 − ᾱ_t) / ᾱ_t) · noise at the first timestep that runs.
+    scheduler = training_scheduler(dependent_ratio=0.5)
+    cond = torch.zeros(4, 2, 4)
+    shape = (4, 5, 8, 8)
+    init = torch.randn(4, *shape, generator=torch.Generator().manual_seed(0))
+    errors, calls = {}, {}
+    for strength in (0.1, 0.5, 0.9):
+        seen = calls[strength] = []
+        out = ddim_sample(
+            ZeroNoise(), scheduler, cond, cond, shape, steps=10, generator=gens(0, 1, 2, 3),
+            init_latents=init, strength=strength, callback=lambda i, n, s=seen: s.append((i, n)),
+        )  # fmt: skip
+        errors[strength] = float((out - init).abs().mean())
+    assert calls[0.5] == [(i, 5) for i in range(1, 6)] and len(calls[0.1]) == 1
+    assert errors[0.1] < 0.05 < errors[0.5] < errors[0.9]  # t = 0 (ᾱ ≈ 1), then 400, 800
+    pure = ddim_sample(
+        ZeroNoise(), scheduler, cond, cond, shape, steps=10, generator=gens(0, 1, 2, 3)
+    )
+    assert float((pure - init).abs().mean()) > errors[0.9]  # from t = 900
+
+
+def test_bad_start_arguments():
+    cond = torch.zeros(2, 2, 4)
+    shape = (4, 5, 8, 8)
+    init = torch.zeros(2, *shape)
+    with pytest.raises(ConfigError, match=r"sampling.strength=0.5 needs an initial video"):
+        ddim_sample(ZeroNoise(), training_scheduler(), cond, cond, shape, steps=2, strength=0.5)
+    with pytest.raises(ConfigError, match=r"sampling.strength=0.0: must be in \(0, 1\]"):
+        ddim_sample(ZeroNoise(), training_scheduler(), cond, cond, shape, steps=2,
+                    init_latents=init, strength=0.0)  # fmt: skip
+    with pytest.raises(ConfigError, match="leaves no DDIM step"):
+        ddim_sample(ZeroNoise(), training_scheduler(), cond, cond, shape, steps=4,
+                    init_latents=init, strength=0.2)  # fmt: skip
+    with pytest.raises(ConfigError, match=r"initial latents \(2, 4, 5, 8, 4\)"):
+        ddim_sample(ZeroNoise(), training_scheduler(), cond, cond, shape, steps=4,
+                    init_latents=init[..., :4], strength=0.5)  # fmt: skip
+
+
+def test_decoder_starts_from_initial_frames(decoder, fmri):
+    # The tiny preset's codec is lossless (space-to-depth): one DDIM step at t = 0 returns
+    # nearly the initial frames themselves.
+    init = torch.randint(0, 256, (B, FRAMES, HEIGHT, WIDTH, 3), dtype=torch.uint8,
+                         generator=torch.Generator().manual_seed(4))  # fmt: skip
+    out = decoder.generate(fmri, steps=10, guidance_scale=1.0, generator=gens(0, 1, 2),
+                           init_frames=init, strength=0.1)  # fmt: skip
+    plain = decoder.generate(fmri, steps=10, guidance_scale=1.0, generator=gens(0, 1, 2))
+    near = (out.float() - init.float()).abs().mean()
+    assert near < 8 < (plain.float() - init.float()).abs().mean()

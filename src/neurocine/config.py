@@ -179,6 +179,11 @@ class SamplingConfig:
     seed: int = 0
     batch_size: int = 8
     dependent_ratio: float | None = None  # ρ of the initial noise; None: as trained
+    # Where DDIM starts: noise (x_T, the paper's sampling) | ridge (the pixel-ridge decoding of
+    # the same fMRI, fitted on the train split, diffused to the first of int(steps · strength)
+    # remaining steps: the low-level start of NeuroClips / MindEye, SDEdit's img2img)
+    init: str = "noise"
+    strength: float = 1.0  # share of the DDIM steps that run from the initial video (ridge)
 
 
 @dataclass

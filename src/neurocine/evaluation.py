@@ -353,33 +353,35 @@ def flat_metrics(result: dict[str, Any]) -> dict[str, float]:
 # --- baselines and the oracle ------------------------------------------------------------------
 
 
-def _train_samples(datamodule) -> tuple[np.ndarray, np.ndarray]:
-    """fMRI windows and clips of the DataModule's ``train`` samples (what the models learnt on)."""
-    dataset = datamodule.datasets["train"]
-    batch = dataset.__getitems__(list(range(len(dataset))))
-    return batch["fmri"].numpy(), batch["frames"].numpy()
-
-
 def _oracle(
-    samples: RunSamples, cfg: DictConfig, fmri_clean: np.ndarray, rows: np.ndarray, progress: bool
+    samples: RunSamples,
+    cfg: DictConfig,
+    fmri_clean: np.ndarray,
+    rows: np.ndarray,
+    progress: bool,
+    datamodule,
 ) -> np.ndarray:
-    """Stage 2 on ``fmri_clean`` with the reconstructions' seeds; cached in ``oracle.h5``."""
-    from neurocine.reconstruct import load_run, video_generators, write_reconstructions
+    """Stage 2 on ``fmri_clean``, sampled as the reconstructions were (``cfg.sampling``: their
+    seeds, steps and start — with ``init=ridge`` the ridge decoding of ``fmri_clean``); cached
+    in ``oracle.h5``."""
+    from neurocine.reconstruct import (
+        load_run,
+        low_level_decoder,
+        sample_clips,
+        sampling_attrs,
+        write_reconstructions,
+    )
 
     cache = samples.samples_dir / ORACLE
     sampling = cfg.sampling
-    key = {
-        "steps": int(sampling.steps),
-        "guidance_scale": float(sampling.guidance_scale),
-        "eta": float(sampling.eta),
-        "seed": int(sampling.seed),
-    }
+    key = sampling_attrs(sampling)
     if cache.is_file():
         frames, index, attrs = read_reconstructions(cache)
         if np.array_equal(index, rows) and all(attrs.get(k) == v for k, v in key.items()):
             return frames
     _, decoder = load_run(samples.run_dir)
     decoder = decoder.eval()
+    low_level = low_level_decoder(cfg, datamodule)
     batch = max(1, int(sampling.batch_size))
     bar = None
     if progress:
@@ -389,15 +391,8 @@ def _oracle(
     out = []
     for start in range(0, len(rows), batch):
         chunk_rows = rows[start : start + batch]
-        frames = decoder.generate(
-            torch.from_numpy(fmri_clean[start : start + batch]),
-            steps=key["steps"],
-            guidance_scale=key["guidance_scale"],
-            eta=key["eta"],
-            generator=video_generators(key["seed"], chunk_rows.tolist()),
-            dependent_ratio=sampling.dependent_ratio,
-        )
-        out.append(frames.numpy())
+        fmri = torch.from_numpy(fmri_clean[start : start + batch])
+        out.append(sample_clips(decoder, fmri, chunk_rows.tolist(), sampling, low_level))
         if bar is not None:
             bar.update(len(chunk_rows))
     if bar is not None:
@@ -432,7 +427,7 @@ def baseline_predictions(
     train = None
     for name in names:
         if name in ("mean_frame", "ridge") and train is None:
-            train = _train_samples(datamodule)
+            train = datamodule.train_arrays()
         if name == "mean_frame":
             out[name] = MeanFrame().fit(train[1]).predict(len(fmri), n_frames)
         elif name == "ridge":
@@ -525,6 +520,11 @@ def evaluate_run(
     ev = cfg.evaluation
     pred, rows, attrs = read_reconstructions(samples.h5_path)
     split = str(attrs.get("split", ev.split))
+    # The oracle is sampled as the reconstructions were (`neurocine reconstruct … key=value`
+    # may have changed the run's sampling); files from before a setting existed keep the run's.
+    recorded = {k: attrs[k] for k in ("steps", "guidance_scale", "eta", "seed", "init",
+                                      "strength") if k in attrs}  # fmt: skip
+    cfg.sampling = OmegaConf.merge(cfg.sampling, recorded)
     if ev.max_clips is not None:
         if int(ev.max_clips) < 1:
             raise ConfigError(f"evaluation.max_clips={ev.max_clips}: must be ≥ 1")
@@ -566,7 +566,7 @@ def evaluate_run(
         clean = batch["fmri_clean"].numpy()
 
         def oracle() -> np.ndarray:
-            return _oracle(samples, cfg, clean, rows, progress)
+            return _oracle(samples, cfg, clean, rows, progress, datamodule)
 
     predictions = {"neurocine": pred}
     predictions.update(

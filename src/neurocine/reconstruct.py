@@ -3,7 +3,9 @@
 ``reconstruct(run_dir, out_dir)`` loads ``<run>/model/`` (the exported
 :class:`~neurocine.diffusion.pipeline.VideoDecoder`) and the run's ``config.yaml``, samples one
 clip per fMRI window of a split with DDIM (``cfg.sampling``: steps, guidance scale, η, seed,
-batch size, and the dependent ratio of the initial noise), and writes to ``out_dir``::
+batch size, the dependent ratio of the initial noise, and where sampling starts: ``init=noise``,
+or ``init=ridge`` with ``strength`` — from the pixel-ridge decoding of the same fMRI, fitted on
+the train split, see :func:`low_level_decoder`), and writes to ``out_dir``::
 
     reconstructions.h5   /frames uint8 [N, F, H, W, 3], /index int64 [N] (clip row in the
                          split's HDF5 group, to pair with ground truth) + sampling attributes
@@ -18,16 +20,18 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from neurocine.baselines.pixel_ridge import PixelRidge
 from neurocine.config import load_saved_config, merge_layer, parse_overrides
 from neurocine.data.datamodule import FMRIVideoDataModule
 from neurocine.data.schema import atomic_path
@@ -36,6 +40,7 @@ from neurocine.errors import CheckpointError, ConfigError, SchemaError
 from neurocine.models.fmri_encoder import check_compatible
 
 SPLITS = {"train": "train", "val": "train", "test": "test"}  # DataModule split → HDF5 group
+INITS = ("noise", "ridge")  # sampling.init
 MODEL_DIR = "model"
 GRID_SAMPLES = 8
 
@@ -58,6 +63,73 @@ def video_generators(seed: int, rows: Sequence[int]) -> list[torch.Generator]:
         state = np.random.SeedSequence([int(seed), int(row)]).generate_state(1, dtype=np.uint64)[0]
         out.append(torch.Generator().manual_seed(int(state)))
     return out
+
+
+def low_level_decoder(cfg: DictConfig, datamodule: FMRIVideoDataModule) -> PixelRidge | None:
+    """The decoder whose output DDIM starts from: None for ``sampling.init=noise``.
+
+    ``sampling.init=ridge`` fits :class:`~neurocine.baselines.pixel_ridge.PixelRidge` (the
+    ridge baseline's model, ``evaluation.ridge_alphas``) on the DataModule's train samples: the
+    blurry low-level video that NeuroClips' perception reconstructor and MindEye's low-level
+    pipeline hand to the diffusion model, which keeps its colours and layout (``strength`` < 1)
+    and adds what the fMRI condition says.
+    """
+    sampling = cfg.sampling
+    init, strength = str(sampling.init), float(sampling.strength)
+    if init not in INITS:
+        raise ConfigError(f"sampling.init='{init}': expected one of {INITS}")
+    if not 0.0 < strength <= 1.0:
+        raise ConfigError(f"sampling.strength={strength}: must be in (0, 1]")
+    if init == "noise":
+        if strength != 1.0:
+            raise ConfigError(
+                f"sampling.strength={strength} needs an initial video: set sampling.init=ridge"
+            )
+        return None
+    return PixelRidge(alphas=list(cfg.evaluation.ridge_alphas)).fit(*datamodule.train_arrays())
+
+
+def sample_clips(
+    decoder: VideoDecoder,
+    fmri: torch.Tensor,
+    rows: Sequence[int],
+    sampling: DictConfig,
+    low_level: PixelRidge | None = None,
+    callback: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """uint8 clips ``[B, F, H, W, 3]`` for fMRI windows ``[B, W, V]`` of clip ``rows``.
+
+    One generator per row (:func:`video_generators`); with ``low_level`` (from
+    :func:`low_level_decoder`) sampling starts from its decoding of ``fmri`` at
+    ``sampling.strength``.
+    """
+    init = None
+    if low_level is not None:
+        init = torch.from_numpy(low_level.predict(fmri.cpu().numpy()))
+    frames = decoder.generate(
+        fmri,
+        steps=int(sampling.steps),
+        guidance_scale=float(sampling.guidance_scale),
+        eta=float(sampling.eta),
+        generator=video_generators(int(sampling.seed), [int(r) for r in rows]),
+        dependent_ratio=sampling.dependent_ratio,
+        callback=callback,
+        init_frames=init,
+        strength=float(sampling.strength) if low_level is not None else 1.0,
+    )
+    return frames.numpy()
+
+
+def sampling_attrs(sampling: DictConfig) -> dict[str, Any]:
+    """The sampling settings recorded with reconstructions (and the oracle's cache key)."""
+    return {
+        "steps": int(sampling.steps),
+        "guidance_scale": float(sampling.guidance_scale),
+        "eta": float(sampling.eta),
+        "seed": int(sampling.seed),
+        "init": str(sampling.init),
+        "strength": float(sampling.strength),
+    }
 
 
 def _tmp(path: Path) -> Path:
@@ -238,6 +310,7 @@ def reconstruct(
         device = "cuda" if use_cuda else "cpu"
     decoder = decoder.to(device).eval()
     sampling = cfg.sampling
+    low_level = low_level_decoder(cfg, datamodule)
     loader = datamodule.loader(split, batch_size=int(sampling.batch_size))
     total = len(loader.dataset) if limit is None else min(int(limit), len(loader.dataset))
     if limit is not None and int(limit) < 1:
@@ -260,16 +333,10 @@ def reconstruct(
             if bar is not None:
                 bar.set_postfix_str(f"DDIM step {i}/{n}")
 
-        frames = decoder.generate(
-            batch["fmri"][:take],
-            steps=int(sampling.steps),
-            guidance_scale=float(sampling.guidance_scale),
-            eta=float(sampling.eta),
-            generator=video_generators(int(sampling.seed), index.tolist()),
-            dependent_ratio=sampling.dependent_ratio,
-            callback=step,
+        frames = sample_clips(
+            decoder, batch["fmri"][:take], index.tolist(), sampling, low_level, step
         )
-        recons.append(frames.numpy())
+        recons.append(frames)
         truths.append(batch["frames"][:take].numpy())
         rows.append(index.numpy())
         done += take
@@ -291,10 +358,7 @@ def reconstruct(
         "data_path": str(data_path),
         "split": split,
         "h5_group": group,
-        "steps": int(sampling.steps),
-        "guidance_scale": float(sampling.guidance_scale),
-        "eta": float(sampling.eta),
-        "seed": int(sampling.seed),
+        **sampling_attrs(sampling),
         "dependent_ratio": float(ratio),
         "fps": fps,
     }

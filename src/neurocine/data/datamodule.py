@@ -370,6 +370,16 @@ class FMRIVideoDataModule(L.LightningDataModule):
             )
         return loader
 
+    def train_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """fMRI windows ``[N, W, V]`` and clips ``[N, F, H, W, 3]`` of the ``train`` samples.
+
+        What the models learnt on, whole, for the decoders fitted in closed form (mean frame,
+        pixel ridge); needs ``read_frames``.
+        """
+        dataset = self.datasets["train"]
+        batch = dataset.__getitems__(list(range(len(dataset))))
+        return batch["fmri"].numpy(), batch["frames"].numpy()
+
     # -- augmentation on the batch, where it runs on the training device ------------------------
 
     def _augment_generator(self, device: torch.device) -> torch.Generator:

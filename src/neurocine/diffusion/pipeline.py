@@ -32,6 +32,7 @@ from neurocine.models.fmri_encoder import FMRIEncoder
 from neurocine.models.video_unet import (
     ConditionAdapter,
     LatentCodec,
+    frames_to_video,
     load_codec,
     save_codec_config,
     video_to_frames,
@@ -113,11 +114,20 @@ class VideoDecoder(nn.Module):
         generator: Generator = None,
         dependent_ratio: float | None = None,
         callback: Callable[[int, int], None] | None = None,
+        init_frames: torch.Tensor | None = None,
+        strength: float = 1.0,
     ) -> torch.Tensor:
-        """Sample one clip per fMRI window: uint8 ``[B, F, H, W, 3]`` (see :func:`ddim_sample`)."""
+        """Sample one clip per fMRI window: uint8 ``[B, F, H, W, 3]`` (see :func:`ddim_sample`).
+
+        ``init_frames`` (uint8 ``[B, F, H, W, 3]``, e.g. a low-level reconstruction) are encoded
+        by the codec and sampling starts from them with ``strength``.
+        """
         fmri = fmri.to(self.device)
         cond = self.condition(fmri)
         latent_shape = self.codec.latent_shape(*self.frames_shape)
+        init_latents = None
+        if init_frames is not None:
+            init_latents = self.codec.encode(frames_to_video(init_frames.to(self.device)))
         latents = ddim_sample(
             self.unet,
             self.scheduler,
@@ -130,6 +140,8 @@ class VideoDecoder(nn.Module):
             generator=generator,
             dependent_ratio=dependent_ratio,
             callback=callback,
+            init_latents=init_latents,
+            strength=strength,
         )
         return video_to_frames(self.codec.decode(latents)).cpu()
 

@@ -4,7 +4,9 @@ Plain functions of the networks (no Lightning): :func:`guided_noise` is one guid
 :func:`ddim_sample` is the DDIM loop (Song et al. 2021) on a
 :class:`~neurocine.diffusion.scheduler.DependentDDIMScheduler` built from the training
 scheduler's config, so the initial latent x_T (and, with ``eta > 0``, every step's noise) is the
-dependent noise the model was trained with.
+dependent noise the model was trained with. Given ``init_latents`` and ``strength < 1`` the loop
+starts part-way, from those latents diffused to the first remaining timestep (SDEdit, Meng et al.
+2022; diffusers' img2img ``strength``): the low-level start of NeuroClips and MindEye.
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ def ddim_sample(
     generator: Generator = None,
     dependent_ratio: float | None = None,
     callback: Callable[[int, int], None] | None = None,
+    init_latents: torch.Tensor | None = None,
+    strength: float = 1.0,
 ) -> torch.Tensor:
     """Sample latents ``[B, C, F, h, w]`` conditioned on ``cond``.
 
@@ -87,21 +91,47 @@ def ddim_sample(
     dependent_ratio : float, optional
         ρ of the initial noise; None: the scheduler's (as trained).
     callback : callable, optional
-        Called as ``callback(step, steps)`` after every step (progress bars).
+        Called as ``callback(step, n)`` after every step (progress bars; ``n`` steps run).
+    init_latents : Tensor of shape (B, C, F, h, w), optional
+        Where to start instead of pure noise (with ``strength``).
+    strength : float, default=1.0
+        Share of the ``steps`` that run, as diffusers' img2img: the loop skips the first
+        ``steps − int(steps · strength)`` timesteps and starts from ``init_latents`` diffused to
+        the first remaining one with the scheduler's dependent noise. Without
+        ``init_latents`` it must be 1.0 (pure noise).
     """
     if steps < 1:
         raise ConfigError(f"sampling.steps={steps}: must be ≥ 1")
     if cond.shape != null_cond.shape:
         raise ConfigError(f"cond {tuple(cond.shape)} and null cond {tuple(null_cond.shape)} differ")
+    if not 0.0 < strength <= 1.0:
+        raise ConfigError(f"sampling.strength={strength}: must be in (0, 1]")
+    if init_latents is None and strength != 1.0:
+        raise ConfigError(
+            f"sampling.strength={strength} needs an initial video: set sampling.init=ridge"
+        )
     ddim = sampling_scheduler(scheduler, dependent_ratio=dependent_ratio)
     ddim.set_timesteps(steps, device=cond.device)
     shape = (cond.shape[0], *(int(s) for s in latent_shape))
-    latents = ddim.sample_noise(shape, generator, device=cond.device, dtype=cond.dtype)
-    latents = latents * ddim.init_noise_sigma
-    for i, t in enumerate(ddim.timesteps):
+    noise = ddim.sample_noise(shape, generator, device=cond.device, dtype=cond.dtype)
+    timesteps = ddim.timesteps
+    if init_latents is None:
+        latents = noise * ddim.init_noise_sigma
+    else:
+        if tuple(init_latents.shape) != shape:
+            raise ConfigError(f"initial latents {tuple(init_latents.shape)}, expected {shape}")
+        run = int(steps * strength)
+        if run < 1:
+            raise ConfigError(
+                f"sampling.strength={strength} with sampling.steps={steps} leaves no DDIM step"
+            )
+        timesteps = timesteps[steps - run :]
+        start = timesteps[:1].repeat(shape[0])
+        latents = ddim.add_noise(init_latents.to(noise.dtype), noise, start)
+    for i, t in enumerate(timesteps):
         model_input = ddim.scale_model_input(latents, t)
         eps = guided_noise(unet, model_input, t, cond, null_cond, guidance_scale)
         latents = ddim.step(eps, t, latents, eta=eta, generator=generator).prev_sample
         if callback is not None:
-            callback(i + 1, steps)
+            callback(i + 1, len(timesteps))
     return latents
