@@ -21,11 +21,13 @@ import time
 from pathlib import Path
 
 from bench.common import RESULTS, markdown_table, write_result
+from neurocine.config import load_saved_config
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "docs" / "images"
 BUDGET_S, BUDGET_MB = 600, 4096
 BASELINES = ("mean_frame", "ridge", "oracle")
+LABEL = {"mean_frame": "the mean frame", "ridge": "ridge"}
 
 
 TITLE = "make demo, end to end (bench/demo.py)"
@@ -56,6 +58,16 @@ def notes(data: dict) -> str:
     beats = all(
         rows["neurocine"][k] > rows[b][k] for k in semantic for b in ("mean_frame", "ridge")
     )
+    sampling = data.get("sampling", {})
+    start = (
+        "Reconstructions start from the pixel-ridge decoding of the same fMRI: sampling runs "
+        f"the last {int(sampling['steps'] * sampling['strength'])} of {sampling['steps']} DDIM "
+        f"steps from it (`sampling.init=ridge`, strength {sampling['strength']:g}, chosen in "
+        "bench/sampling_start.py). "
+        if sampling.get("init") == "ridge"
+        else ""
+    )
+    lead = [b for b in ("mean_frame", "ridge") if rows[b]["ssim"] > rows["neurocine"]["ssim"]]
     return (
         f"1-minute load average at the start: {data['load_avg']:.1f} (a shared machine "
         "stretches wall times; CPU seconds are what the work costs). Stage 1 embeds with the "
@@ -63,13 +75,20 @@ def notes(data: dict) -> str:
         "with dependent noise, the UNet frozen (latent diffusion on the tiny VAE, conditioned on "
         "stage 1's CLIP-space embedding; "
         "`src/neurocine/pretrained/*/MODEL_CARD.md`). The oracle row is the same stage-2 "
-        "model on the noise-free BOLD (`fmri_clean`).\n\n"
+        f"model on the noise-free BOLD (`fmri_clean`). {start}\n\n"
         "Semantic metric (50-way top-1 of the simulated-data evaluator, mean ± standard error "
         f"over the {data['n_clips']} scored clips; gap: NeuroCine minus the baseline, paired): "
         + "; ".join(_versus(rows, data.get("paired", {}), k, data["n_clips"]) for k in semantic)
         + f". NeuroCine {'beats' if beats else 'does not beat'} both the mean frame and ridge "
-        "on it in this run (compare the gap with the standard error); SSIM and PSNR reward "
-        "blur, so the mean frame and ridge lead there.\n\nMetrics table printed by the demo "
+        "on it in this run (compare the gap with the standard error). SSIM rewards blur: "
+        + (
+            " and ".join(LABEL[b] for b in lead)
+            + (" lead" if len(lead) > 1 else " leads")
+            + " there"
+            if lead
+            else "NeuroCine leads it"
+        )
+        + ".\n\nMetrics table printed by the demo "
         f"(`{data['run']}`):\n\n{data['metrics_md']}"
     )
 
@@ -126,10 +145,11 @@ def main() -> int:
             if source.is_file():
                 shutil.copyfile(source, IMAGES / f"demo_grid.{suffix}")
     scored = json.loads((run2 / "metrics.json").read_text())
+    cfg = load_saved_config(run2 / "config.yaml")
     data = {"steps_s": steps, "wall_s": wall, "peak_rss_mb": peak_mb, "load_avg": load,
             "metrics": scored["rows"], "paired": scored["paired"], "n_clips": scored["n_clips"],
-            "metrics_md": metrics_md,
-            "run": run2.name}  # fmt: skip
+            "metrics_md": metrics_md, "run": run2.name,
+            "sampling": {k: cfg.sampling[k] for k in ("steps", "init", "strength")}}  # fmt: skip
     write_result("demo", TITLE, table, data, notes(data))
     return 0
 

@@ -23,7 +23,14 @@ SKIP = {"__init__", "common", "run_all"}
 QUICK_ARGS = {"preprocess_scale": ["--fraction", "0.12", "--video-size", "160"]}
 # Quality benchmarks that train whole models (10–15 minutes each on 2 cores): `make bench-all`
 # runs them too; `make bench` keeps their last recorded result (with its date and command).
-QUALITY = {"stage1_quality", "demo", "demo_robustness", "pretrained_quality", "stage2_finetune"}
+QUALITY = {
+    "stage1_quality",
+    "demo",
+    "demo_robustness",
+    "pretrained_quality",
+    "sampling_start",
+    "stage2_finetune",
+}
 HEADER = """# Benchmarks
 
 Every figure below comes from a script in `bench/` on the machine named with it, with the exact
