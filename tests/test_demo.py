@@ -124,6 +124,11 @@ def test_make_demo_as_shipped(tmp_path, monkeypatch):
         assert {"ssim", "psnr", "frame_2way", "frame_50way", "video_2way", "video_50way"} <= set(
             row
         )
+    # The semantic metric puts the shipped pipeline above the mean frame (measured 0.178 vs
+    # 0.102, and ≥ +0.06 under every evaluator seed of bench/demo_robustness.py); the margin over
+    # ridge is smaller than one scorer's spread, so bench/demo_robustness.py measures that one.
+    rows = metrics["rows"]
+    assert rows["neurocine"]["video_50way"] > rows["mean_frame"]["video_50way"] + 0.03
     assert result.grid_gif.is_file() and result.grid_png.is_file()
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     assert peak_gb <= 4.0
