@@ -24,6 +24,7 @@ from pathlib import Path
 
 from bench.common import markdown_table, write_result
 from bench.demo_robustness import demo_run
+from neurocine.config import load_config
 from neurocine.evaluation import paired_differences
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,9 +99,15 @@ def main() -> int:
             rows.append([label, *(first["rows"][key][m] for m in METRICS), ""])
     n = first["n_clips"]
     best = max(names, key=lambda k: scored[k]["rows"]["neurocine"]["video_50way"])
+    sampling = load_config(ROOT / "experiments" / "stage2.yaml", []).sampling
+    start = (
+        f"from the ridge decoding at strength {sampling.strength:g}"
+        if sampling.init == "ridge"
+        else "from pure noise"
+    )
     notes = (
         f"{n} test clips of the demo's simulated subject scored (scene cuts left out); DDIM 10 "
-        f"steps, guidance 3 (the demo's sampling); same stage-1 encoder for every row; two "
+        f"steps {start}, guidance 3 (the demo's sampling); same stage-1 encoder for every row; two "
         f"variants ran at a time; 1-minute load average {load:.1f}. Best NeuroCine variant on "
         f"video 50-way: {best} "
         f"({scored[best]['rows']['neurocine']['video_50way']:.3f}; ridge "
