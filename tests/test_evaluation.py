@@ -362,12 +362,20 @@ def test_evaluate_run_writes_metrics_with_all_rows(run_dir, subject):
     assert again.result["rows"] == result["rows"]
 
 
-def test_oracle_is_sampled_as_the_reconstructions_were(run_dir, tmp_path):
+def test_oracle_is_sampled_as_the_reconstructions_were(run_dir, tmp_path, monkeypatch):
+    import neurocine.reconstruct as reconstruct_module
+
     folder = tmp_path / "ridge_start"
     reconstruct(run_dir, folder, limit=4, progress=False, videos=False,
                 overrides=["sampling.init=ridge", "sampling.strength=0.5"])  # fmt: skip
-    evaluate_run(folder, ["evaluation.baselines=[oracle]", "evaluation.clip_similarity=false"],
-                 out_dir=tmp_path / "eval", progress=False)  # fmt: skip
+    fits = []
+    fit = reconstruct_module.fit_pixel_ridge
+    monkeypatch.setattr(reconstruct_module, "fit_pixel_ridge", lambda *a: fits.append(1) or fit(*a))
+    result = evaluate_run(folder, ["evaluation.baselines=[ridge,oracle]",
+                                   "evaluation.clip_similarity=false"],
+                          out_dir=tmp_path / "eval", progress=False).result  # fmt: skip
+    assert list(result["rows"]) == ["neurocine", "ridge", "oracle"]
+    assert len(fits) == 1  # the ridge row and the oracle's ridge start share one fit
     with h5py.File(folder / "oracle.h5") as f:
         assert (f.attrs["init"], f.attrs["strength"], f.attrs["steps"]) == ("ridge", 0.5, 2)
         assert list(f["index"][()]) == [0, 1, 2, 3]

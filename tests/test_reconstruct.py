@@ -109,7 +109,7 @@ def test_each_video_is_the_same_whatever_the_batch_or_limit(run_dir, tmp_path):
 
 
 def test_ridge_start_is_recorded_and_keeps_the_ridge_video(run_dir, tmp_path):
-    from neurocine.reconstruct import load_run, low_level_decoder
+    from neurocine.reconstruct import fit_pixel_ridge, load_run
 
     start = ["sampling.init=ridge", "sampling.steps=10", "sampling.guidance_scale=1.0"]
     near = reconstruct(run_dir, tmp_path / "near", limit=3, progress=False, videos=False,
@@ -127,7 +127,7 @@ def test_ridge_start_is_recorded_and_keeps_the_ridge_video(run_dir, tmp_path):
     datamodule = FMRIVideoDataModule(cfg, read_frames=True, augment=False)
     datamodule.setup("test")
     fmri = datamodule.datasets["test"].__getitems__([0, 1, 2])["fmri"].numpy()
-    ridge = low_level_decoder(cfg, datamodule).predict(fmri).astype(float)
+    ridge = fit_pixel_ridge(cfg, *datamodule.train_arrays()).predict(fmri).astype(float)
     near, far = np.abs(frames - ridge).mean(), np.abs(noise_frames - ridge).mean()
     assert near < 0.2 * far  # measured: 4.4 vs 73 grey levels
 

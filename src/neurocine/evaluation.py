@@ -26,10 +26,11 @@ writes ``metrics.json`` and ``metrics.md`` (the markdown table) into the run dir
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -359,11 +360,11 @@ def _oracle(
     fmri_clean: np.ndarray,
     rows: np.ndarray,
     progress: bool,
-    datamodule,
+    ridge: Callable[[], Any],
 ) -> np.ndarray:
     """Stage 2 on ``fmri_clean``, sampled as the reconstructions were (``cfg.sampling``: their
     seeds, steps and start — with ``init=ridge`` the ridge decoding of ``fmri_clean``); cached
-    in ``oracle.h5``."""
+    in ``oracle.h5``. ``ridge`` returns the fitted pixel ridge (shared with the ridge row)."""
     from neurocine.reconstruct import (
         load_run,
         low_level_decoder,
@@ -381,7 +382,7 @@ def _oracle(
             return frames
     _, decoder = load_run(samples.run_dir)
     decoder = decoder.eval()
-    low_level = low_level_decoder(cfg, datamodule)
+    low_level = low_level_decoder(sampling, ridge)
     batch = max(1, int(sampling.batch_size))
     bar = None
     if progress:
@@ -404,35 +405,33 @@ def _oracle(
 
 def baseline_predictions(
     names: Sequence[str],
-    datamodule,
     fmri: np.ndarray,
     n_frames: int,
-    cfg: DictConfig,
+    train: Callable[[], tuple[np.ndarray, np.ndarray]],
+    ridge: Callable[[], Any],
     oracle=None,
     notes: list[str] | None = None,
 ) -> dict[str, np.ndarray]:
     """Predictions of each named baseline for the scored clips (``fmri: [N, W, V]``).
 
-    ``oracle`` is a zero-argument callable returning the oracle's videos, or None when the
-    data have no ``fmri_clean`` (then the row is left out with a note).
+    ``train`` returns the train samples' fMRI windows and clips, ``ridge`` the pixel ridge fitted
+    on them (both called only when a row needs them; the caller caches them, so the oracle's
+    ridge start reuses the same fit). ``oracle`` is a zero-argument callable returning the
+    oracle's videos, or None when the data have no ``fmri_clean`` (then the row is left out
+    with a note).
     """
     from neurocine.baselines.mean_frame import MeanFrame
-    from neurocine.baselines.pixel_ridge import PixelRidge
 
     notes = notes if notes is not None else []
     unknown = [n for n in names if n not in BASELINES]
     if unknown:
         raise ConfigError(f"evaluation.baselines: unknown {unknown}; expected some of {BASELINES}")
     out: dict[str, np.ndarray] = {}
-    train = None
     for name in names:
-        if name in ("mean_frame", "ridge") and train is None:
-            train = datamodule.train_arrays()
         if name == "mean_frame":
-            out[name] = MeanFrame().fit(train[1]).predict(len(fmri), n_frames)
+            out[name] = MeanFrame().fit(train()[1]).predict(len(fmri), n_frames)
         elif name == "ridge":
-            ridge = PixelRidge(alphas=list(cfg.evaluation.ridge_alphas)).fit(*train)
-            out[name] = ridge.predict(fmri)
+            out[name] = ridge().predict(fmri)
         elif name == "oracle":
             if oracle is None:
                 notes.append("oracle skipped: the data have no fmri_clean (simulated data only)")
@@ -512,6 +511,7 @@ def evaluate_run(
     """
     from neurocine.data.datamodule import FMRIVideoDataModule
     from neurocine.evaluator import build_classifier
+    from neurocine.reconstruct import fit_pixel_ridge, sampling_attrs
 
     started = time.perf_counter()
     samples = find_reconstructions(path)
@@ -522,8 +522,7 @@ def evaluate_run(
     split = str(attrs.get("split", ev.split))
     # The oracle is sampled as the reconstructions were (`neurocine reconstruct … key=value`
     # may have changed the run's sampling); files from before a setting existed keep the run's.
-    recorded = {k: attrs[k] for k in ("steps", "guidance_scale", "eta", "seed", "init",
-                                      "strength") if k in attrs}  # fmt: skip
+    recorded = {k: attrs[k] for k in sampling_attrs(cfg.sampling) if k in attrs}
     cfg.sampling = OmegaConf.merge(cfg.sampling, recorded)
     if ev.max_clips is not None:
         if int(ev.max_clips) < 1:
@@ -562,22 +561,18 @@ def evaluate_run(
         raise DataError(f"{samples.h5_path}: every reconstructed clip spans a scene cut")
     notes: list[str] = []
     oracle = None
+    train = functools.cache(datamodule.train_arrays)
+    ridge = functools.cache(lambda: fit_pixel_ridge(cfg, *train()))  # the row and the oracle's
     if want_oracle:
         clean = batch["fmri_clean"].numpy()
 
         def oracle() -> np.ndarray:
-            return _oracle(samples, cfg, clean, rows, progress, datamodule)
+            return _oracle(samples, cfg, clean, rows, progress, ridge)
 
     predictions = {"neurocine": pred}
     predictions.update(
         baseline_predictions(
-            list(ev.baselines),
-            datamodule,
-            batch["fmri"].numpy(),
-            truth.shape[1],
-            cfg,
-            oracle,
-            notes,
+            list(ev.baselines), batch["fmri"].numpy(), truth.shape[1], train, ridge, oracle, notes
         )
     )
     classifier = build_classifier(cfg, progress=progress)

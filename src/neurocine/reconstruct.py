@@ -65,28 +65,25 @@ def video_generators(seed: int, rows: Sequence[int]) -> list[torch.Generator]:
     return out
 
 
-def low_level_decoder(cfg: DictConfig, datamodule: FMRIVideoDataModule) -> PixelRidge | None:
+def fit_pixel_ridge(cfg: DictConfig, fmri: np.ndarray, frames: np.ndarray) -> PixelRidge:
+    """:class:`~neurocine.baselines.pixel_ridge.PixelRidge` (``evaluation.ridge_alphas``) fitted
+    on train windows ``[N, W, V]`` and clips: the ridge baseline, and the ridge start."""
+    return PixelRidge(alphas=list(cfg.evaluation.ridge_alphas)).fit(fmri, frames)
+
+
+def low_level_decoder(sampling: DictConfig, ridge: Callable[[], PixelRidge]) -> PixelRidge | None:
     """The decoder whose output DDIM starts from: None for ``sampling.init=noise``.
 
-    ``sampling.init=ridge`` fits :class:`~neurocine.baselines.pixel_ridge.PixelRidge` (the
-    ridge baseline's model, ``evaluation.ridge_alphas``) on the DataModule's train samples: the
+    ``sampling.init=ridge`` takes ``ridge()`` (a :func:`fit_pixel_ridge`, called only then): the
     blurry low-level video that NeuroClips' perception reconstructor and MindEye's low-level
     pipeline hand to the diffusion model, which keeps its colours and layout (``strength`` < 1)
-    and adds what the fMRI condition says.
+    and adds what the fMRI condition says. ``sampling.strength`` is checked where it is used,
+    by :func:`~neurocine.diffusion.sampling.ddim_sample`.
     """
-    sampling = cfg.sampling
-    init, strength = str(sampling.init), float(sampling.strength)
+    init = str(sampling.init)
     if init not in INITS:
         raise ConfigError(f"sampling.init='{init}': expected one of {INITS}")
-    if not 0.0 < strength <= 1.0:
-        raise ConfigError(f"sampling.strength={strength}: must be in (0, 1]")
-    if init == "noise":
-        if strength != 1.0:
-            raise ConfigError(
-                f"sampling.strength={strength} needs an initial video: set sampling.init=ridge"
-            )
-        return None
-    return PixelRidge(alphas=list(cfg.evaluation.ridge_alphas)).fit(*datamodule.train_arrays())
+    return ridge() if init == "ridge" else None
 
 
 def sample_clips(
@@ -101,7 +98,7 @@ def sample_clips(
 
     One generator per row (:func:`video_generators`); with ``low_level`` (from
     :func:`low_level_decoder`) sampling starts from its decoding of ``fmri`` at
-    ``sampling.strength``.
+    ``sampling.strength`` (which must be 1 without it).
     """
     init = None
     if low_level is not None:
@@ -115,7 +112,7 @@ def sample_clips(
         dependent_ratio=sampling.dependent_ratio,
         callback=callback,
         init_frames=init,
-        strength=float(sampling.strength) if low_level is not None else 1.0,
+        strength=float(sampling.strength),
     )
     return frames.numpy()
 
@@ -310,7 +307,9 @@ def reconstruct(
         device = "cuda" if use_cuda else "cpu"
     decoder = decoder.to(device).eval()
     sampling = cfg.sampling
-    low_level = low_level_decoder(cfg, datamodule)
+    low_level = low_level_decoder(
+        sampling, lambda: fit_pixel_ridge(cfg, *datamodule.train_arrays())
+    )
     loader = datamodule.loader(split, batch_size=int(sampling.batch_size))
     total = len(loader.dataset) if limit is None else min(int(limit), len(loader.dataset))
     if limit is not None and int(limit) < 1:
