@@ -1,4 +1,4 @@
-"""CPU efficiency of the stage-1 and stage-2 training steps on the demo presets (issue #8).
+"""CPU efficiency of the stage-1 and stage-2 training steps on the demo presets.
 
 For each stage, built exactly as ``neurocine train <stage> --config experiments/<stage>.yaml``
 builds it (config, DataModule, ``neurocine.lit.<stage>.build_module``) on the simulated demo

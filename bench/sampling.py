@@ -1,4 +1,4 @@
-"""Reconstruction speed: seconds per video vs DDIM steps and batch size (issue #8, part 3).
+"""Reconstruction speed: seconds per video vs DDIM steps and batch size.
 
 The stage-2 decoder is built as training builds it and loaded as reconstruction loads it:
 ``neurocine.lit.stage2.build_module`` with ``experiments/stage2.yaml`` (its ``unet`` preset —
@@ -14,7 +14,7 @@ generator per video (``reconstruct.video_generators``), ``cfg.sampling``'s guida
 ρ; the DDIM step counts and batch sizes are varied. After one untimed 2-step warm-up call per
 batch size, every cell is timed ``--repeats`` times, round-robin over the cells so that a change
 of load touches all of them alike; the median wall and CPU (process) seconds are reported.
-Acceptance (issue #8): the per-video time at batch 8 is below that at batch 1 (batch time grows
+Acceptance: the per-video time at batch 8 is below that at batch 1 (batch time grows
 sub-linearly).
 
 Usage: ``python -m bench.sampling [--batches 1 2 4 8] [--steps 10 25] [--repeats 2]

@@ -1,4 +1,4 @@
-"""How cost grows: stage-1 training vs voxel count, preprocessing vs run count (issue #8, part 5).
+"""How cost grows: stage-1 training vs voxel count, preprocessing vs run count.
 
 1. **Stage 1 vs voxels.** ``experiments/stage1.yaml``'s model and optimiser, trained by a
    Lightning ``Trainer`` (cfg.trainer, no validation, no checkpoints or loggers) on a subject

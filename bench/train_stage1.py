@@ -4,7 +4,7 @@ Runs the three commands of the Makefile target (``neurocine simulate``, ``neuroc
 with ``experiments/stage1.yaml``'s CLIP, ``neurocine train stage1 --config
 experiments/stage1.yaml``) in a temporary folder, each in its own process (wall and CPU
 seconds, peak RSS from ``os.wait4``), and reads the last validation 50-way top-1 from the run's
-log. Issue #4's budget: the whole target in ≤ 3 minutes on a 2-core machine.
+log. The budget: the whole target in ≤ 3 minutes on a 2-core machine.
 
     python -m bench.train_stage1
 """
@@ -62,7 +62,7 @@ def main() -> int:
         f"Fresh data and runs in a temporary folder; torch threads from OMP_NUM_THREADS "
         f"({os.environ.get('OMP_NUM_THREADS', 'unset')}; the Makefile sets 1). 1-minute load "
         f"average at the start: {load:.1f}. Whole target {total['wall_s']:.0f} s: {verdict} the "
-        f"{BUDGET_S:.0f} s budget of issue #4. The run's last validation 50-way top-1: "
+        f"{BUDGET_S:.0f} s budget. The run's last validation 50-way top-1: "
         f"{top1:.3f} (chance 0.02; `bench/stage1_quality.py` compares it with ridge)."
     )
     table = markdown_table(["step", "wall (s)", "CPU (s)", "peak RSS (MB)"], rows)

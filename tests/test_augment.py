@@ -1,4 +1,4 @@
-"""Spatial masking and temporal interpolation exactly as DESIGN.md §4."""
+"""Spatial masking and temporal interpolation exactly as docs/design.md §4."""
 
 from __future__ import annotations
 

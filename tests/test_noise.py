@@ -1,4 +1,4 @@
-"""Dependent prior noise (DESIGN.md §6) and the schedulers that draw it."""
+"""Dependent prior noise (docs/design.md §6) and the schedulers that draw it."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Experiment configuration: dataclass schemas, strict omegaconf merging and overrides.
 
-An experiment's config is composed as (DESIGN.md §8)::
+An experiment's config is composed as (docs/design.md §8)::
 
     schema defaults ← data_modules/<name>.yaml ← experiments/<exp>.yaml ← key=value overrides
 
@@ -48,7 +48,7 @@ class SimulationConfig:
 
 @dataclass
 class AugmentConfig:
-    """Stage-1 fMRI augmentations (DESIGN.md §4); ratio 0 disables each."""
+    """Stage-1 fMRI augmentations (docs/design.md §4); ratio 0 disables each."""
 
     mask_ratio: float = 0.0
     mask_patch_size: int | None = None  # None: the encoder's patch size (token masking)
@@ -102,7 +102,7 @@ class EncoderConfig:
 
 @dataclass
 class Stage1Config:
-    """Contrastive training of the fMRI encoder against CLIP (DESIGN.md §5)."""
+    """Contrastive training of the fMRI encoder against CLIP (docs/design.md §5)."""
 
     lr: float = 1e-3
     weight_decay: float = 0.05
@@ -137,7 +137,7 @@ class UNetConfig:
 
 @dataclass
 class NoiseConfig:
-    """Dependent prior noise (DESIGN.md §6), installed by DependentNoiseCallback."""
+    """Dependent prior noise (docs/design.md §6), installed by DependentNoiseCallback."""
 
     ratio: float = 0.0
     mode: str = "mixed"  # mixed | progressive
@@ -200,7 +200,7 @@ class EvaluatorConfig:
 
 @dataclass
 class EvaluationConfig:
-    """``neurocine evaluate``: rows (baselines), metrics and classifiers (DESIGN.md §10)."""
+    """``neurocine evaluate``: rows (baselines), metrics and classifiers (docs/design.md §10)."""
 
     split: str = "test"
     reconstruct_limit: int | None = None  # clips the demo and sweeps reconstruct (None: all)

@@ -2,7 +2,7 @@
 
 For every split, the clip of each TR (``/<split>/frames``) becomes ``/<split>/clip_image`` and
 its caption (``/<split>/caption``, when the split has one) ``/<split>/clip_text``, float16
-``[T, D]``, unit-norm (DESIGN.md §3). Rows are read and embedded in batches of
+``[T, D]``, unit-norm (docs/design.md §3). Rows are read and embedded in batches of
 ``cfg.clip.batch_size`` with a progress bar. The file is rewritten atomically: embeddings are
 computed first, then written into a temporary copy that is validated and renamed onto the file,
 so an interrupted run leaves it unchanged. Each dataset records the CLIP that made it in its

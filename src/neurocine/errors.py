@@ -10,7 +10,7 @@ class ConfigError(NeuroCineError):
 
 
 class SchemaError(NeuroCineError):
-    """An HDF5 subject file breaks the data contract (DESIGN.md §3)."""
+    """An HDF5 subject file breaks the data contract (docs/design.md §3)."""
 
 
 class DataError(NeuroCineError):

@@ -1,7 +1,7 @@
 """``neurocine evaluate``: score a run's reconstructions beside the baselines (``metrics.json``).
 
 Rows of the table, all scored on the same clips (the reconstructed ones, minus clips that span
-a scene cut when the data have scene ids, DESIGN.md §10):
+a scene cut when the data have scene ids, docs/design.md §10):
 
 - ``neurocine``: the run's reconstructions (``reconstructions.h5`` of ``neurocine reconstruct``).
 - ``mean_frame``: every frame is the mean training frame. SSIM rewards blur (the mean image
@@ -132,7 +132,7 @@ class Scorer:
     clip : tuple (model, preprocess, frame_reduce), optional
         CLIP for the embedding similarity; None: skipped.
     n_ways, num_trials, k_true, seed
-        The n-way protocol (DESIGN.md §10); each (row, metric) draws from a generator seeded
+        The n-way protocol (docs/design.md §10); each (row, metric) draws from a generator seeded
         with ``seed``, so a row's figure does not depend on which other rows are scored.
     """
 

@@ -1,4 +1,4 @@
-"""Classifiers that score reconstructions semantically (the n-way metrics, DESIGN.md §10).
+"""Classifiers that score reconstructions semantically (the n-way metrics, docs/design.md §10).
 
 Two kinds share one small interface, :class:`Classifier` (``probs``: softmax per frame and per
 clip):

@@ -1,4 +1,4 @@
-"""``neurocine sweep FILE``: run a grid of experiments and tabulate one metric (DESIGN.md §8).
+"""``neurocine sweep FILE``: run a grid of experiments and tabulate one metric (docs/design.md §8).
 
 A sweep YAML (validated against :class:`SweepSpec`; unknown keys are errors)::
 

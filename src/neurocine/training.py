@@ -1,6 +1,6 @@
 """The training driver behind ``neurocine train``: run directory, DataModule, Trainer, export.
 
-A run lives in ``runs/<name>/<timestamp>/`` (DESIGN.md §9) with ``config.yaml`` (the resolved
+A run lives in ``runs/<name>/<timestamp>/`` (docs/design.md §9) with ``config.yaml`` (the resolved
 config), ``environment.json`` (package versions, git commit, argv), ``checkpoints/``
 (``last.ckpt`` and the best by the module's monitored metric), ``logs/`` (CSV, and TensorBoard
 when installed) and whatever the module exports (stage 1: ``encoder/``).

@@ -1,6 +1,6 @@
 """Read runs and sweeps for notebooks: config, CSV logs, metrics, reconstructions.
 
-Notebooks read runs through these functions only (DESIGN.md §9). Tables come back as a
+Notebooks read runs through these functions only (docs/design.md §9). Tables come back as a
 ``pandas.DataFrame`` when pandas is installed (it is not a dependency of neurocine), otherwise
 as a dict of float arrays (one per column, NaN where a row has no value): pass
 ``as_frame=False`` to always get the dict.

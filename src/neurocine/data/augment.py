@@ -1,4 +1,4 @@
-"""NeuroCine's fMRI augmentations (DESIGN.md §4): spatial masking and temporal interpolation.
+"""NeuroCine's fMRI augmentations (docs/design.md §4): spatial masking and temporal interpolation.
 
 Both act on a batch ``x`` of shape ``[B, W, V]`` (batch, TR window, voxels) in torch, on whatever
 device the batch is on, and draw their randomness from an explicit ``torch.Generator`` so a seed

@@ -1,4 +1,4 @@
-"""Generic 4D NIfTI runs + one stimulus video per run → subject HDF5 (DESIGN.md §3).
+"""Generic 4D NIfTI runs + one stimulus video per run → subject HDF5 (docs/design.md §3).
 
 Each run (``NiftiConfig.runs``) is a BOLD image and the video shown during it; runs with the
 same ``split`` and ``segment`` are repeats of one stimulus. Voxels come from

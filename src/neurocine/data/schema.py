@@ -1,4 +1,4 @@
-"""The HDF5 subject-file contract (DESIGN.md §3): writer, reader and validator.
+"""The HDF5 subject-file contract (docs/design.md §3): writer, reader and validator.
 
 One file per subject::
 

@@ -424,7 +424,7 @@ def simulate_arrays(cfg: DictConfig) -> Simulation:
 
 
 def simulate_subject(cfg: DictConfig, out: str | Path) -> Path:
-    """Simulate a subject and write it as a subject HDF5 file (DESIGN.md §3).
+    """Simulate a subject and write it as a subject HDF5 file (docs/design.md §3).
 
     The file appears only when complete and valid (temporary name, then rename); an invalid
     config raises :class:`~neurocine.errors.ConfigError` before anything is written.

@@ -1,4 +1,4 @@
-"""Dependent prior noise for video diffusion (DESIGN.md §6).
+"""Dependent prior noise for video diffusion (docs/design.md §6).
 
 For a clip of ``F`` frames the noise of frame ``f`` is
 

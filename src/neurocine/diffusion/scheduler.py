@@ -1,4 +1,4 @@
-"""diffusers schedulers whose noise is the dependent prior noise (DESIGN.md §6).
+"""diffusers schedulers whose noise is the dependent prior noise (docs/design.md §6).
 
 :class:`DependentDDPMScheduler` (training: q(x_t | x_0)) and :class:`DependentDDIMScheduler`
 (sampling) are the diffusers schedulers with two more config entries, ``dependent_ratio`` (ρ)

@@ -1,4 +1,4 @@
-"""Stage 1's loss as small pure functions (DESIGN.md §5).
+"""Stage 1's loss as small pure functions (docs/design.md §5).
 
 CLIP's symmetric InfoNCE between fMRI embeddings and CLIP targets:
 ``L = ½ [CE(s·Z Eᵀ, I) + CE(s·E Zᵀ, I)]`` with ``Z``, ``E`` L2-normalised rows and ``s`` the

@@ -2,7 +2,7 @@
 
 The system only wires parts: the encoder (:class:`~neurocine.models.fmri_encoder.FMRIEncoder`,
 injected), the loss (:func:`~neurocine.lit.losses.contrastive_loss`, symmetric InfoNCE with a
-learnable temperature, DESIGN.md §5) and the retrieval metrics of :mod:`neurocine.metrics`.
+learnable temperature, docs/design.md §5) and the retrieval metrics of :mod:`neurocine.metrics`.
 Augmentation is the DataModule's job (spatial masking and temporal interpolation on training
 batches); this module never augments.
 

@@ -1,4 +1,4 @@
-"""Metrics of reconstructed videos and of embeddings (DESIGN.md §10).
+"""Metrics of reconstructed videos and of embeddings (docs/design.md §10).
 
 Pixel level: ``video_ssim`` (MinD-Video's scikit-image SSIM, batched), ``video_psnr``.
 Semantic level: ``n_way_top_k`` on a classifier's output (``frame_based_n_way`` with an image

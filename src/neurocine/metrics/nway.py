@@ -1,4 +1,4 @@
-"""N-way top-k classification accuracy of reconstructions (DESIGN.md §10, MinD-Video's protocol).
+"""N-way top-k classification accuracy of reconstructions (docs/design.md §10, MinD-Video's protocol).
 
 A pretrained classifier looks at the ground truth and at the reconstruction. The K (= 3) classes
 it ranks highest on the ground truth are the "true" classes. In each trial, ``n_way - 1``
@@ -58,7 +58,7 @@ def n_way_top_k(
     top_k: int = 1,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Each sample's n-way top-k accuracy over ``num_trials`` random trials (DESIGN.md §10).
+    """Each sample's n-way top-k accuracy over ``num_trials`` random trials (docs/design.md §10).
 
     Per sample i and trial: draw ``n_way - 1`` distinct distractors uniformly from the C - K
     classes not in ``true_classes[i]``; the trial succeeds when some true class c has

@@ -128,7 +128,7 @@ class RetrievalTopK(_EmbeddingPairs):
         Top-k (stage 1 logs top-1 and top-5).
     within_batch : bool, default=False
         If True, each ``update`` scores retrieval among its own batch only and ``compute``
-        returns the mean over batches weighted by batch size ("among the batch", DESIGN.md §5);
+        returns the mean over batches weighted by batch size ("among the batch", docs/design.md §5);
         nothing but two counters is kept.
     """
 

@@ -92,7 +92,7 @@ def video_ssim_per_video(
 
 
 def video_ssim(pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor) -> float:
-    """Mean SSIM over all frames of all videos (DESIGN.md §10; comparable with MinD-Video).
+    """Mean SSIM over all frames of all videos (docs/design.md §10; comparable with MinD-Video).
 
     Per frame ``skimage.metrics.structural_similarity(p, t, data_range=255, channel_axis=-1)``;
     every video has F frames, so this is also the mean of ``video_ssim_per_video``.

@@ -1,7 +1,7 @@
 """The video denoiser: a diffusers 2-D UNet inflated to video with motion modules, its latent
 space, and the projection of the fMRI condition tokens into its cross-attention.
 
-Every preset goes through the same code path (DESIGN.md §7): a ``UNet2DConditionModel`` (random
+Every preset goes through the same code path (docs/design.md §7): a ``UNet2DConditionModel`` (random
 from a config in code, or Stable Diffusion's from a local directory) is inflated by diffusers'
 ``UNetMotionModel.from_unet2d`` with a ``MotionAdapter`` — AnimateDiff's temporal attention after
 every spatial block. The motion modules' output projections start at zero, so the inflated model

@@ -92,7 +92,7 @@ class PriorRecipe(RunConfig):
     zero_init_motion: bool = True
     # the condition
     image_cond_prob: float = 0.5
-    dependent_ratio: float = 0.0  # ρ of the training noise (DESIGN.md §6); 0: independent
+    dependent_ratio: float = 0.0  # ρ of the training noise (docs/design.md §6); 0: independent
     cond_dropout: float = 0.1
     ema_decay: float = 0.998  # the saved weights are this EMA of the trained ones (0: off)
     # evaluation (samples from held-out captions)
