@@ -32,12 +32,15 @@ from neurocine.models.video_unet import (
     LatentCodec,
     build_denoiser,
     inflate_unet,
+    lora_target_names,
     predict_noise,
+    set_trainable,
 )
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 STAGE1_FULL = EXPERIMENTS / "stage1_full.yaml"
 STAGE2_FULL = EXPERIMENTS / "stage2_full.yaml"
+STAGE2_24GB = EXPERIMENTS / "stage2_24gb.yaml"
 FLASH_CPU = "aten::_scaled_dot_product_flash_attention_for_cpu"  # SDPA's fused CPU kernel
 SOFTMAX = "aten::_softmax"  # what an unfused attention computes
 CPU_TRAINER = ["trainer.accelerator=cpu", "trainer.devices=1", "trainer.strategy=auto"]
@@ -168,6 +171,58 @@ def test_sd15_path_checkpoints_and_runs_fused_attention_in_bf16(tmp_path):
     assert FLASH_CPU in names and SOFTMAX not in names
     outputs[0].float().square().mean().backward()  # (the recomputation runs the same code)
     assert all(p.grad is not None for p in unet.parameters() if p.requires_grad)
+
+
+def test_stage2_24gb_resolves_and_trains_the_stated_parameters_on_meta():
+    cfg = load_config(STAGE2_24GB, ["unet.pretrained=/models/stable-diffusion-v1-5"])
+    s2, t = cfg.stage2, cfg.trainer
+    assert (s2.unet_trainable, s2.lora_rank, s2.frozen_dtype, s2.optimizer) == (
+        "motion_lora", 32, "bfloat16", "adamw_8bit")  # fmt: skip
+    assert (t.devices, t.precision, t.accumulate_grad_batches, cfg.data.batch_size) == (
+        1, "bf16-mixed", 4, 1)  # fmt: skip
+    assert cfg.unet.gradient_checkpointing
+    with torch.device("meta"):
+        unet = inflate_unet(sd15_unet2d(), motion_num_attention_heads=8)
+        modules = dict(unet.named_modules())
+        targets = lora_target_names(unet, list(s2.lora_targets))
+        set_trainable(unet, s2.unet_trainable, s2.lora_rank, s2.lora_alpha, s2.lora_targets)
+    params = dict(unet.named_parameters())
+    motion = sum(p.numel() for n, p in params.items() if "motion_modules" in n)
+    lora = sum(s2.lora_rank * (modules[n].in_features + modules[n].out_features) for n in targets)
+    trainable = sum(p.numel() for p in params.values() if p.requires_grad)
+    assert (motion, lora) == (453_209_280, 6_377_472)  # the YAML's and docs' figures
+    assert trainable == motion + lora == 459_586_752
+    assert len(targets) == 128  # q, k, v, out of the 32 spatial attention layers
+
+
+def test_stage2_24gb_takes_one_step_on_cpu_at_tiny_size(tmp_path):
+    """The recipe's trainable split, frozen bf16 base, accumulation and fallback optimizer run."""
+    from neurocine.lit import stage2
+
+    subject = write_tiny_subject(tmp_path / "subject.h5", frames_per_tr=2, height=16, width=16)
+    encoder = FMRIEncoder(num_voxels=61, window=2, embed_dim=16, depth=1, num_heads=2,
+                          out_tokens=5, out_dim=TINY_SD_UNET["cross_attention_dim"])  # fmt: skip
+    encoder_dir = encoder.save_atomic(tmp_path / "encoder")
+    sd_dir = write_random_sd(tmp_path / "sd", TINY_SD_UNET, TINY_SD_VAE)
+    cfg = load_config(
+        STAGE2_24GB,
+        [f"data.path={subject}", f"stage2.encoder_ckpt={encoder_dir}", f"unet.pretrained={sd_dir}",
+         "data.num_workers=0", "stage2.lora_rank=2", "trainer.accumulate_grad_batches=2",
+         *CPU_TRAINER],
+    )  # fmt: skip
+    datamodule = FMRIVideoDataModule(cfg, read_frames=True, augment=False)
+    datamodule.setup("fit")
+    module = stage2.build_module(cfg, datamodule)
+    unet = module.unet
+    frozen = [n for n, p in unet.named_parameters() if not p.requires_grad]
+    assert {dict(unet.named_parameters())[n].dtype for n in frozen} == {torch.bfloat16}
+    lora_b = next(p for n, p in unet.named_parameters() if "lora_B" in n)
+    with pytest.warns(UserWarning, match="adamw_8bit needs CUDA"):
+        recorder = one_step(cfg, module, datamodule, unet.conv_in, tmp_path)
+    assert math.isfinite(recorder.loss)
+    assert recorder.without_grad == []
+    assert recorder.grad_dtypes == {torch.float32}  # trainable weights stay float32
+    assert lora_b.abs().sum() > 0  # started at zero
 
 
 def test_encoder_attention_is_fused_unless_weights_are_requested():

@@ -170,7 +170,7 @@ def test_auto_condition_takes_the_priors_own_adapter(tiny_subject, encoder_dir, 
         ConditionAdapter(12, 8, 1, "pooled")
 
 
-@pytest.mark.parametrize("trainable", ["motion", "none"])
+@pytest.mark.parametrize("trainable", ["motion", "lora", "none"])
 def test_unet_trainable_limits_what_the_optimizer_updates(
     tiny_subject, encoder_dir, tmp_path, trainable
 ):
@@ -178,7 +178,9 @@ def test_unet_trainable_limits_what_the_optimizer_updates(
     module = build_module(cfg, setup(cfg))
     trainable_names = {n for n, p in module.unet.named_parameters() if p.requires_grad}
     motion = {n for n, _ in module.unet.named_parameters() if "motion_modules" in n}
-    assert trainable_names == (motion if trainable == "motion" else set())
+    lora = {n for n, _ in module.unet.named_parameters() if "lora_" in n}
+    assert trainable_names == {"motion": motion, "lora": lora, "none": set()}[trainable]
+    assert bool(lora) == (trainable == "lora")
     optimized = {id(p) for g in module.configure_optimizers()["optimizer"].param_groups
                  for p in g["params"]}  # fmt: skip
     expected = {id(p) for p in module.adapter.parameters()}
@@ -193,6 +195,45 @@ def test_unet_trainable_limits_what_the_optimizer_updates(
             tiny_config(tiny_subject, encoder_dir, tmp_path, "stage2.unet_trainable=spatial"),
             setup(cfg),
         )
+
+
+def test_lora_training_updates_the_adapters_and_leaves_the_base_weights(
+    tiny_subject, encoder_dir, tmp_path
+):
+    cfg = tiny_config(tiny_subject, encoder_dir, tmp_path, "stage2.unet_trainable=motion_lora",
+                      "stage2.lora_rank=3", "stage2.frozen_dtype=bfloat16")  # fmt: skip
+    datamodule = setup(cfg)
+    module = build_module(cfg, datamodule)
+    params = dict(module.unet.named_parameters())
+    lora = {n for n in params if "lora_" in n}
+    motion = {n for n in params if "motion_modules" in n}
+    assert lora and not lora & motion  # adapters on the 2-D UNet only
+    assert {n for n, p in params.items() if p.requires_grad} == lora | motion
+    assert {params[n].dtype for n in params if n not in lora | motion} == {torch.bfloat16}
+    assert all(params[n].shape[0 if "lora_A" in n else 1] == 3 for n in lora)  # rank 3
+    before = {n: p.detach().clone() for n, p in params.items()}
+    fit = trainer(tmp_path, max_steps=3, limit_val_batches=0, precision="bf16-mixed")
+    fit.fit(module, datamodule=datamodule)
+    changed = {n for n, p in params.items() if not torch.equal(before[n], p.detach())}
+    frozen = set(params) - lora - motion
+    assert not changed & frozen  # the frozen base weights are bit-identical
+    assert {n for n in changed if "lora_B" in n}  # lora_B starts at zero and learns
+    assert changed & motion
+    with pytest.warns(UserWarning, match="adamw_8bit needs CUDA"):
+        module.hparams.optimizer = "adamw_8bit"
+        assert type(module.configure_optimizers()["optimizer"]) is torch.optim.AdamW
+    # Export merges the adapters into float32 weights that load without peft.
+    x = torch.randn(2, *module.codec.latent_shape(*module.frames_shape))
+    t, cond = torch.tensor([10, 500]), torch.randn(2, OUT_TOKENS, 8)
+    module.unet.float()  # what export does first; the adapters are still separate here
+    with torch.no_grad():
+        expected = module.unet(x, t, cond.repeat_interleave(x.shape[2], 0)).sample
+    decoder = VideoDecoder.load(module.export(tmp_path / "run"))
+    assert not any("lora" in n for n, _ in decoder.unet.named_parameters())
+    assert {p.dtype for p in decoder.unet.parameters()} == {torch.float32}
+    with torch.no_grad():
+        got = decoder.unet(x, t, cond.repeat_interleave(x.shape[2], 0)).sample
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
 def test_subject_without_frames_is_refused(tmp_path, encoder_dir):

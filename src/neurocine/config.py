@@ -165,7 +165,12 @@ class Stage2Config:
     condition: str = "auto"
     # Which UNet weights fine-tune: all | motion (the temporal modules only, diffusers'
     # freeze_unet2d_params, AnimateDiff's recipe) | none (only the condition adapter)
-    unet_trainable: str = "all"
+    unet_trainable: str = "all"  # also lora | motion_lora: peft adapters on the 2-D UNet
+    lora_rank: int = 8
+    lora_alpha: float = 8.0  # adapters scale by lora_alpha / lora_rank
+    lora_targets: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
+    frozen_dtype: str = "float32"  # float32 | bfloat16: storage of the UNet's frozen weights
+    optimizer: str = "adamw"  # adamw | adamw_8bit (bitsandbytes, CUDA only; else AdamW + warning)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
 
 

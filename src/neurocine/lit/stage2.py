@@ -22,6 +22,7 @@ timesteps per batch, comparable across epochs). :meth:`export` writes ``<run>/mo
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +45,13 @@ from neurocine.models.video_unet import (
     LatentCodec,
     build_denoiser,
     frames_to_video,
+    has_lora,
+    set_trainable,
 )
 
 MODEL_DIR = "model"
-UNET_TRAINABLE = ("all", "motion", "none")
+OPTIMIZERS = ("adamw", "adamw_8bit")
+FROZEN_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 class VideoDiffusionModule(L.LightningModule):
@@ -74,9 +78,22 @@ class VideoDiffusionModule(L.LightningModule):
         Probability of replacing a sample's condition by the null condition.
     warmup_steps : int, default=0
         Linear learning-rate warm-up, then constant.
-    unet_trainable : {"all", "motion", "none"}, default="all"
+    unet_trainable : {"all", "motion", "lora", "motion_lora", "none"}, default="all"
         UNet weights that fine-tune: all, only the motion modules (AnimateDiff's recipe for an
-        inflated image model), or none (only the condition adapter learns).
+        inflated image model), LoRA adapters on the 2-D UNet's attention (base frozen), the
+        motion modules and those adapters, or none (only the condition adapter learns); see
+        :func:`~neurocine.models.video_unet.set_trainable`.
+    lora_rank, lora_alpha : int, float, default=8, 8.0
+        The LoRA adapters' rank and scale (``alpha / rank``), for ``lora`` / ``motion_lora``.
+    lora_targets : list of str, default=("to_q", "to_k", "to_v", "to_out.0")
+        Names (suffixes) of the 2-D UNet's linear layers that get an adapter.
+    frozen_dtype : {"float32", "bfloat16"}, default="float32"
+        Storage dtype of the UNet's frozen weights: ``bfloat16`` halves their memory (use with
+        ``trainer.precision=bf16-mixed``); trainable weights stay float32. Export restores
+        float32.
+    optimizer : {"adamw", "adamw_8bit"}, default="adamw"
+        ``adamw_8bit``: bitsandbytes' 8-bit AdamW (1 byte per state instead of 4), CUDA only;
+        elsewhere (or without bitsandbytes) it falls back to torch's AdamW with a warning.
     seed : int, default=0
         Seeds the module's generator (noise, timesteps, condition dropout).
     """
@@ -98,6 +115,11 @@ class VideoDiffusionModule(L.LightningModule):
         cond_dropout: float = 0.1,
         warmup_steps: int = 0,
         unet_trainable: str = "all",
+        lora_rank: int = 8,
+        lora_alpha: float = 8.0,
+        lora_targets: tuple[str, ...] | list[str] = ("to_q", "to_k", "to_v", "to_out.0"),
+        frozen_dtype: str = "float32",
+        optimizer: str = "adamw",
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -116,14 +138,16 @@ class VideoDiffusionModule(L.LightningModule):
         codec.latent_shape(*self.frames_shape)  # fail early on sizes the codec cannot fold
         if freeze_encoder:
             self.encoder.requires_grad_(False)
-        if unet_trainable not in UNET_TRAINABLE:
+        if optimizer not in OPTIMIZERS:
+            raise ConfigError(f"stage2.optimizer='{optimizer}': expected one of {OPTIMIZERS}")
+        if frozen_dtype not in FROZEN_DTYPES:
             raise ConfigError(
-                f"stage2.unet_trainable='{unet_trainable}': expected one of {UNET_TRAINABLE}"
+                f"stage2.frozen_dtype='{frozen_dtype}': expected one of {tuple(FROZEN_DTYPES)}"
             )
-        if unet_trainable == "motion":
-            self.unet.freeze_unet2d_params()
-        elif unet_trainable == "none":
-            self.unet.requires_grad_(False)
+        set_trainable(self.unet, unet_trainable, lora_rank, lora_alpha, tuple(lora_targets))
+        for param in self.unet.parameters():
+            if not param.requires_grad:
+                param.data = param.data.to(FROZEN_DTYPES[frozen_dtype])
         self.train()  # diffusers' from_pretrained returns eval-mode models
         self._generator: torch.Generator | None = None
         self._generator_state: torch.Tensor | None = None
@@ -236,7 +260,7 @@ class VideoDiffusionModule(L.LightningModule):
                 rest = rest + [self.adapter.null_tokens]
             groups.append({"params": decay, "lr": lr, "weight_decay": hp.weight_decay})
             groups.append({"params": rest, "lr": lr, "weight_decay": 0.0})
-        optimizer = torch.optim.AdamW([g for g in groups if g["params"]])
+        optimizer = _adamw([g for g in groups if g["params"]], hp.optimizer, self.device)
         warmup = int(hp.warmup_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
@@ -261,8 +285,40 @@ class VideoDiffusionModule(L.LightningModule):
         self._generator = None
 
     def export(self, run_dir: str | Path) -> Path:
-        """Write ``<run_dir>/model/`` (the :class:`VideoDecoder` directory) for reconstruction."""
+        """Write ``<run_dir>/model/`` (the :class:`VideoDecoder` directory) for reconstruction.
+
+        The UNet is exported as plain float32 weights: frozen bfloat16 weights are cast back and
+        LoRA adapters are merged into the weights they adapt (which ends their training: call
+        it once training is over).
+        """
+        self.unet.float()
+        if has_lora(self.unet):
+            self.unet.fuse_lora()
+            self.unet.unload_lora()
         return self.decoder().save(Path(run_dir) / MODEL_DIR)
+
+
+def _adamw(groups: list[dict[str, Any]], name: str, device: torch.device) -> torch.optim.Optimizer:
+    """torch's AdamW, or bitsandbytes' 8-bit AdamW (``adamw_8bit``) when on CUDA."""
+    if name == "adamw_8bit":
+        if device.type != "cuda":
+            warnings.warn(
+                f"stage2.optimizer=adamw_8bit needs CUDA (the module is on {device.type}): "
+                "using torch.optim.AdamW",
+                stacklevel=2,
+            )
+        else:
+            try:
+                import bitsandbytes as bnb
+            except ImportError:
+                warnings.warn(
+                    "stage2.optimizer=adamw_8bit needs bitsandbytes (pip install "
+                    "'neurocine[gpu]'): using torch.optim.AdamW",
+                    stacklevel=2,
+                )
+            else:
+                return bnb.optim.AdamW8bit(groups)
+    return torch.optim.AdamW(groups)
 
 
 # -- building from config -------------------------------------------------------------------------
@@ -414,6 +470,11 @@ def build_module(cfg: Any, datamodule: Any) -> VideoDiffusionModule:
         cond_dropout=float(s2.cond_dropout),
         warmup_steps=int(s2.warmup_steps),
         unet_trainable=str(s2.unet_trainable),
+        lora_rank=int(s2.lora_rank),
+        lora_alpha=float(s2.lora_alpha),
+        lora_targets=tuple(str(t) for t in s2.lora_targets),
+        frozen_dtype=str(s2.frozen_dtype),
+        optimizer=str(s2.optimizer),
         seed=int(cfg.seed),
     )
 

@@ -245,6 +245,68 @@ def predict_noise(
     return unet(sample, timesteps, encoder_hidden_states=cond).sample
 
 
+UNET_TRAINABLE = ("all", "motion", "lora", "motion_lora", "none")
+LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")  # the spatial attention projections
+
+
+def lora_target_names(unet: nn.Module, targets: tuple[str, ...] | list[str]) -> list[str]:
+    """Full names of the 2-D UNet's ``nn.Linear`` layers whose name ends in one of ``targets``.
+
+    The motion modules are left out: their output projections start at zero (identity), so an
+    adapter inside them receives no gradient; ``motion_lora`` trains them whole instead.
+    """
+    names = [
+        name
+        for name, module in unet.named_modules()
+        if isinstance(module, nn.Linear)
+        and "motion_modules" not in name
+        and any(name == t or name.endswith(f".{t}") for t in targets)
+    ]
+    if not names:
+        raise ConfigError(
+            f"stage2.lora_targets={list(targets)}: no linear layer of the UNet matches"
+        )
+    return names
+
+
+def set_trainable(
+    unet: nn.Module,
+    mode: str,
+    lora_rank: int = 8,
+    lora_alpha: float = 8.0,
+    lora_targets: tuple[str, ...] | list[str] = LORA_TARGETS,
+) -> None:
+    """Freeze the UNet's weights that do not fine-tune in ``mode`` (``stage2.unet_trainable``).
+
+    ``all``: every weight; ``motion``: the motion modules only (AnimateDiff's recipe for an
+    inflated image model, diffusers' ``freeze_unet2d_params``); ``lora``: LoRA adapters of rank
+    ``lora_rank`` (peft, through diffusers' ``add_adapter``) on the 2-D UNet's ``lora_targets``,
+    every base weight frozen; ``motion_lora``: both the motion modules and those adapters;
+    ``none``: nothing (only the condition adapter learns).
+    """
+    if mode not in UNET_TRAINABLE:
+        raise ConfigError(f"stage2.unet_trainable='{mode}': expected one of {UNET_TRAINABLE}")
+    if lora_rank < 1:
+        raise ConfigError(f"stage2.lora_rank={lora_rank}: must be ≥ 1")
+    if mode in ("lora", "motion_lora"):
+        from peft import LoraConfig
+
+        names = lora_target_names(unet, list(lora_targets))
+        # peft leaves only the adapters trainable; lora_B starts at zero (output unchanged).
+        unet.add_adapter(LoraConfig(r=int(lora_rank), lora_alpha=float(lora_alpha),
+                                    target_modules=names, init_lora_weights=True))  # fmt: skip
+    if mode in ("motion", "motion_lora"):
+        for name, param in unet.named_parameters():  # diffusers' freeze_unet2d_params, + LoRA
+            param.requires_grad_("motion_modules" in name or "lora_" in name)
+    elif mode == "none":
+        unet.requires_grad_(False)
+
+
+def has_lora(unet: nn.Module) -> bool:
+    """Whether peft adapters are attached to ``unet``."""
+    return bool(getattr(unet, "_hf_peft_config_loaded", False))
+
+
 def _check_random_config(unet_cfg: Any) -> None:
     channels = [int(c) for c in unet_cfg.block_out_channels]
     if not channels:
