@@ -19,7 +19,7 @@ export PYTHONHASHSEED := 0
 export OMP_NUM_THREADS ?= 1
 
 .PHONY: help install test test-slow lint format demo simulate embed train-stage1 train-stage2 \
-        reconstruct evaluate sweep bench bench-all pretrained clean
+        reconstruct evaluate sweep bench bench-all bench-gpu pretrained clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -73,6 +73,10 @@ bench: $(STAMP) ## Run the speed benchmarks (bench/*.py) and rewrite docs/benchm
 
 bench-all: $(STAMP) ## make bench plus the quality benchmarks that train whole models
 	$(PY) -m bench.run_all --all
+
+bench-gpu: $(STAMP) ## On a GPU: paper-size stage 1/2 steps, memory, DDIM (≤ 8 min; bench/gpu_check.py)
+	$(PY) -m bench.gpu_check
+	$(PY) -m bench.run_all --only-docs
 
 pretrained: $(STAMP) ## Retrain the shipped tiny CLIP / VAE / video prior
 	$(NC) pretrain clip --out src/neurocine/pretrained/clip

@@ -17,7 +17,7 @@ from pathlib import Path
 from bench.common import RESULTS
 
 ROOT = Path(__file__).resolve().parent.parent
-SKIP = {"__init__", "common", "run_all"}
+SKIP = {"__init__", "common", "run_all", "gpu_check"}  # gpu_check: `make bench-gpu`, on a GPU
 # Arguments that keep `make bench` within its 20-minute budget on a 2-core machine; the
 # full-size figures (python -m bench.preprocess_scale) are kept under their own names.
 QUICK_ARGS = {"preprocess_scale": ["--fraction", "0.12", "--video-size", "160"]}
@@ -47,8 +47,17 @@ def benchmarks(include_quality: bool = False) -> list[str]:
     return [n for n in names if include_quality or n not in QUALITY]
 
 
+NO_GPU = """## GPU check at the paper's sizes (bench/gpu_check.py)
+
+No GPU figures yet: no GPU was lent to the sessions that prepared `bench/gpu_check.py`. On one,
+`make bench-gpu` (≤ 8 minutes) writes `bench/results/gpu_check.json` and this section.
+"""
+
+
 def render() -> str:
     parts = [HEADER.format(quality=", ".join(f"`bench/{n}.py`" for n in sorted(QUALITY)))]
+    if not (RESULTS / "gpu_check.json").is_file():
+        parts.append(NO_GPU)
     for path in sorted(RESULTS.glob("*.json")):
         result = json.loads(path.read_text())
         parts.append(
