@@ -1,17 +1,20 @@
 """FMRIVideoDataModule: a subject HDF5 file → (fMRI window, clip) pairs, augmented on the batch.
 
 The clip shown at TR ``t`` is paired with the fMRI window of ``window`` TRs starting at
-``t + lag_trs`` (docs/design.md §3). Windows never cross a run: at a run's end the window repeats the
-run's last TR, and a TR whose response would start after the run's end has no sample.
+``t + lag_trs`` (docs/design.md §3). Windows never cross a run: at a run's end the window
+repeats the run's last TR, and a TR whose response would start after the run's end has no sample.
 
 Validation holds out the last ``val_runs`` training runs (whole runs: no neighbouring TR leaks
 between training and validation); testing uses the test split.
 
 Reads are batched: the loader asks the dataset for a whole batch of indices at once
 (``__getitems__``), which reads each needed HDF5 row once, in increasing order, and re-expands
-duplicates (windows of neighbouring samples overlap). The file is opened lazily in each worker
-process, so ``num_workers > 0`` and DDP are safe. A split's fMRI is held in memory only when it
-is smaller than ``cache_limit_mb``; larger splits are read from disk batch by batch.
+duplicates (windows of neighbouring samples overlap); the rows are read as contiguous slices,
+one per run of consecutive rows (h5py's point selection costs ~20× more: bench/data_pipeline.py).
+The file is opened lazily in each worker process, so ``num_workers > 0`` and DDP are safe. A
+split's fMRI (and frames) are held in memory only when smaller than ``cache_limit_mb``; larger
+ones are read from disk batch by batch. The per-clip rows (labels, CLIP embeddings: a few MB)
+are always held in memory.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from neurocine.data.schema import validate
 from neurocine.errors import ConfigError, SchemaError
 
 EMBEDDINGS = ("clip_image", "clip_text")
+PER_CLIP = ("label", *EMBEDDINGS)  # small: held in memory whatever cache_limit_mb says
 
 
 @dataclass(frozen=True)
@@ -98,8 +102,10 @@ def ordered_runs(run: np.ndarray) -> np.ndarray:
 def read_rows(dset: h5py.Dataset | np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Read ``dset[rows]`` for any int array ``rows`` (duplicates, any order) with one read.
 
-    h5py needs increasing, unique indices; read each needed row once, then re-expand. When the
-    rows are dense within their span a single slice read is cheaper than point selection.
+    h5py needs increasing, unique indices; read each needed row once, then re-expand. From a file
+    the rows are read as slices: the whole span when the rows are dense within it, else one slice
+    per run of consecutive rows (a batch of windows is a few dozen such runs; h5py's point
+    selection of the same rows builds an HDF5 union selection that costs ~20× more).
     """
     flat = rows.reshape(-1)
     unique, inverse = np.unique(flat, return_inverse=True)
@@ -109,7 +115,11 @@ def read_rows(dset: h5py.Dataset | np.ndarray, rows: np.ndarray) -> np.ndarray:
     elif hi - lo <= 4 * len(unique):
         block = dset[lo:hi][unique - lo]
     else:
-        block = dset[unique]
+        breaks = np.flatnonzero(np.diff(unique) != 1) + 1
+        starts = unique[np.r_[0, breaks]]
+        stops = unique[np.r_[breaks - 1, len(unique) - 1]] + 1
+        pieces = [dset[a:b] for a, b in zip(starts.tolist(), stops.tolist(), strict=True)]
+        block = np.concatenate(pieces)
     return block[inverse].reshape(*rows.shape, *block.shape[1:])
 
 
@@ -173,7 +183,7 @@ class SubjectWindows(Dataset):
         dset = self.group[name]
         if name in self._cache:
             return self._cache[name]
-        if dset.nbytes <= self.cache_limit_mb * 2**20:
+        if name in PER_CLIP or dset.nbytes <= self.cache_limit_mb * 2**20:
             self._cache[name] = dset[()]
             return self._cache[name]
         return dset
@@ -206,7 +216,7 @@ class SubjectWindows(Dataset):
         else:
             batch["label"] = torch.full((len(idx),), -1, dtype=torch.long)
         if self.read_frames:
-            batch["frames"] = torch.from_numpy(read_rows(group["frames"], clip_rows))
+            batch["frames"] = torch.from_numpy(read_rows(self._source("frames"), clip_rows))
         return batch
 
 

@@ -178,7 +178,10 @@ class SubjectWriter:
             row_bytes = int(np.prod(data.shape[1:], dtype=np.int64)) * (
                 8 if kind == "str" else data.dtype.itemsize
             )
-            chunks = (_chunk_rows(row_bytes), *data.shape[1:])
+            # Stage 2 reads clips in random order: one clip per compressed chunk, so a read
+            # decompresses only its own clip (bench/data_pipeline.py); other rows ~1 MB chunks.
+            rows = 1 if name == "frames" else _chunk_rows(row_bytes)
+            chunks = (rows, *data.shape[1:])
             compress = self.compression if name == "frames" else None
             group.create_dataset(
                 name,
