@@ -80,13 +80,13 @@ def load_demo_spec(path: str | Path) -> DictConfig:
 
 def stage_configs(spec: DictConfig, overrides: Sequence[str] = ()) -> tuple[DictConfig, DictConfig]:
     """Both stages' validated configs, runs under ``<runs_dir>/<spec.name>/stage1|stage2``."""
-    from neurocine.sweep import _with
+    from neurocine.sweep import with_values
 
     out = []
     for stage in ("stage1", "stage2"):
         tokens = [*spec.overrides, *spec[f"{stage}_overrides"], *overrides, f"stage={stage}"]
         cfg = load_config(spec[stage], tokens)
-        out.append(_with(cfg, name=stage, runs_dir=f"{cfg.runs_dir}/{spec.name}"))
+        out.append(with_values(cfg, name=stage, runs_dir=f"{cfg.runs_dir}/{spec.name}"))
     if out[0].data.path != out[1].data.path:
         raise ConfigError(
             f"demo: stage 1 reads {out[0].data.path} but stage 2 reads {out[1].data.path}"
@@ -106,7 +106,7 @@ def run_demo(
     from neurocine.evaluation import SAMPLES_DIR, evaluate_run
     from neurocine.evaluator import ensure_evaluator
     from neurocine.reconstruct import reconstruct
-    from neurocine.sweep import _with
+    from neurocine.sweep import with_values
     from neurocine.training import fit
 
     seconds: dict[str, float] = {}
@@ -143,7 +143,7 @@ def run_demo(
     run1 = fit(cfg1)
     step("stage1")
     log("[demo] 5/7 stage 2: video diffusion conditioned on the stage-1 encoder")
-    run2 = fit(_with(cfg2, **{"stage2.encoder_ckpt": str(run1 / "encoder")}))
+    run2 = fit(with_values(cfg2, **{"stage2.encoder_ckpt": str(run1 / "encoder")}))
     step("stage2")
     log(f"[demo] 6/7 reconstruct {ev.reconstruct_limit or 'all'} test clips")
     samples = run2 / SAMPLES_DIR

@@ -18,7 +18,7 @@ from typing import Any
 
 import h5py
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from neurocine.config import load_saved_config
 from neurocine.errors import CheckpointError
@@ -349,13 +349,15 @@ def load_sweep(path: str | Path, as_frame: bool | None = None):
 
 
 def sweep_spec(path: str | Path) -> DictConfig:
-    """The validated spec a sweep folder was run with (``sweep.yaml``)."""
-    from omegaconf import OmegaConf
+    """The validated spec a sweep folder was run with (``sweep.yaml``, read-only).
 
-    from neurocine.sweep import SweepSpec
-
+    The sweep runner writes the spec after validating it, every field filled in, so it is read
+    back as it is (struct mode: a misspelt key raises).
+    """
     path = Path(path)
     spec_path = path / "sweep.yaml" if path.is_dir() else path
     if not spec_path.is_file():
         raise CheckpointError(f"{spec_path}: no sweep.yaml")
-    return OmegaConf.merge(OmegaConf.structured(SweepSpec), OmegaConf.load(spec_path))
+    spec = OmegaConf.load(spec_path)
+    OmegaConf.set_struct(spec, True)
+    return spec
