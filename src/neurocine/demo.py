@@ -36,8 +36,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from neurocine.config import load_config, merge_layer
-from neurocine.data.schema import atomic_path
 from neurocine.errors import ConfigError
+from neurocine.fileio import atomic_path
 
 
 @dataclass

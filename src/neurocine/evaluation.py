@@ -47,8 +47,9 @@ from neurocine.analysis.runs import (
     read_reconstructions,
 )
 from neurocine.config import load_saved_config, merge_layer, parse_overrides
-from neurocine.data.schema import atomic_path, read_strings
+from neurocine.data.schema import read_strings
 from neurocine.errors import CheckpointError, ConfigError, DataError, NeuroCineError
+from neurocine.fileio import atomic_path
 from neurocine.metrics import (
     clip_similarity,
     frame_based_n_way_per_video,

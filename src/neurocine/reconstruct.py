@@ -18,7 +18,6 @@ the same whatever ``--limit`` or batch size. Every file goes to a temporary name
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,9 +33,9 @@ from omegaconf import DictConfig
 from neurocine.baselines.pixel_ridge import PixelRidge
 from neurocine.config import load_saved_config, merge_layer, parse_overrides
 from neurocine.data.datamodule import FMRIVideoDataModule
-from neurocine.data.schema import atomic_path
 from neurocine.diffusion.pipeline import VideoDecoder
 from neurocine.errors import CheckpointError, ConfigError, SchemaError
+from neurocine.fileio import atomic_path
 from neurocine.models.fmri_encoder import check_compatible
 
 SPLITS = {"train": "train", "val": "train", "test": "test"}  # DataModule split → HDF5 group
@@ -129,10 +128,6 @@ def sampling_attrs(sampling: DictConfig) -> dict[str, Any]:
     }
 
 
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-
-
 def _even(frames: np.ndarray) -> np.ndarray:
     """Pad ``[F, H, W, 3]`` by edge replication to even H and W (yuv420p needs them)."""
     pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
@@ -146,22 +141,16 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: float) -> Path:
     import av
 
     path = Path(path)
-    tmp = _tmp(path)
     frames = _even(np.ascontiguousarray(frames))
-    try:
-        with av.open(str(tmp), "w", format="mp4") as container:
-            stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
-            stream.width, stream.height = int(frames.shape[2]), int(frames.shape[1])
-            stream.pix_fmt = "yuv420p"
-            stream.options = {"crf": "17"}
-            for frame in frames:
-                video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
-                container.mux(stream.encode(video_frame))
-            container.mux(stream.encode())
-        tmp.replace(path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(path) as tmp, av.open(str(tmp), "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+        stream.width, stream.height = int(frames.shape[2]), int(frames.shape[1])
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "17"}
+        for frame in frames:
+            video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            container.mux(stream.encode(video_frame))
+        container.mux(stream.encode())
     return path
 
 

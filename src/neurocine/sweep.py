@@ -53,8 +53,8 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from neurocine.analysis.runs import final_metrics
 from neurocine.config import load_config, merge_layer, require
-from neurocine.data.schema import atomic_path
 from neurocine.errors import ConfigError
+from neurocine.fileio import atomic_path
 
 STAGES = ("stage1", "stage2")
 EVAL_ROWS = ("neurocine", "mean_frame", "ridge", "oracle")

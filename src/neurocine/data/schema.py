@@ -18,10 +18,8 @@ validation never leaves a half-written subject file behind.
 
 from __future__ import annotations
 
-import os
 import sys
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +27,7 @@ import h5py
 import numpy as np
 
 from neurocine.errors import SchemaError
+from neurocine.fileio import atomic_path
 
 SCHEMA_VERSION = 1
 SPLITS = ("train", "test")
@@ -56,20 +55,6 @@ def created_by() -> str:
     from neurocine import __version__
 
     return f"neurocine {__version__}: {' '.join(sys.argv)}"
-
-
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling of ``path``; rename it onto ``path`` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        yield tmp
-        tmp.replace(path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _chunk_rows(row_bytes: int, target_bytes: int = 1 << 20) -> int:
