@@ -101,10 +101,11 @@ def run_demo(
     log: Callable[[str], None] = print,
 ) -> DemoResult:
     """Run the demo pipeline (module docstring) and return where everything is."""
-    from neurocine.analysis.runs import comparison_rows, grid_frames, load_run, write_gif
+    from neurocine.analysis.runs import comparison_rows, load_run
     from neurocine.embedding import embed_subject
     from neurocine.evaluation import SAMPLES_DIR, evaluate_run
     from neurocine.evaluator import ensure_evaluator
+    from neurocine.media import grid_frames, write_gif
     from neurocine.reconstruct import reconstruct
     from neurocine.sweep import with_values
     from neurocine.training import fit

@@ -13,7 +13,8 @@ the train split, see :func:`low_level_decoder`), and writes to ``out_dir``::
     grid.png             ground truth (upper row) vs reconstruction (lower row) per sample
 
 Each video is drawn from its own generator seeded by ``(sampling.seed, row)``, so a sample is
-the same whatever ``--limit`` or batch size. Every file goes to a temporary name first.
+the same whatever ``--limit`` or batch size. Every file goes to a temporary name first; the
+videos and the grid are encoded by :mod:`neurocine.media`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from neurocine.data.datamodule import FMRIVideoDataModule
 from neurocine.diffusion.pipeline import VideoDecoder
 from neurocine.errors import CheckpointError, ConfigError, SchemaError
 from neurocine.fileio import atomic_path
+from neurocine.media import write_gif, write_grid, write_mp4
 from neurocine.models.fmri_encoder import check_compatible
 
 SPLITS = {"train": "train", "val": "train", "test": "test"}  # DataModule split → HDF5 group
@@ -126,77 +127,6 @@ def sampling_attrs(sampling: DictConfig) -> dict[str, Any]:
         "init": str(sampling.init),
         "strength": float(sampling.strength),
     }
-
-
-def _even(frames: np.ndarray) -> np.ndarray:
-    """Pad ``[F, H, W, 3]`` by edge replication to even H and W (yuv420p needs them)."""
-    pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
-    if pad_h or pad_w:
-        frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-    return frames
-
-
-def write_mp4(path: str | Path, frames: np.ndarray, fps: float) -> Path:
-    """H.264 mp4 of uint8 ``frames [F, H, W, 3]`` with PyAV (written atomically)."""
-    import av
-
-    path = Path(path)
-    frames = _even(np.ascontiguousarray(frames))
-    with atomic_path(path) as tmp, av.open(str(tmp), "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
-        stream.width, stream.height = int(frames.shape[2]), int(frames.shape[1])
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "17"}
-        for frame in frames:
-            video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
-            container.mux(stream.encode(video_frame))
-        container.mux(stream.encode())
-    return path
-
-
-def write_gif(path: str | Path, frames: np.ndarray, fps: float) -> Path:
-    """Looping GIF of uint8 ``frames [F, H, W, 3]`` with Pillow (written atomically)."""
-    from PIL import Image
-
-    path = Path(path)
-    images = [Image.fromarray(frame) for frame in frames]
-    with atomic_path(path) as tmp:
-        images[0].save(
-            tmp, format="GIF", save_all=True, append_images=images[1:],
-            duration=int(round(1000 / fps)), loop=0,
-        )  # fmt: skip
-    return path
-
-
-def grid_image(truth: np.ndarray, recon: np.ndarray, scale: int = 2, gap: int = 2) -> np.ndarray:
-    """uint8 ``[rows, cols, 3]``: per sample a ground-truth row above a reconstruction row.
-
-    ``truth, recon : [N, F, H, W, 3]``; frames run left to right, nearest-neighbour upscaled by
-    ``scale``, white gaps between frames and between samples.
-    """
-    n, n_frames, h, w, _ = recon.shape
-    h2, w2 = h * scale, w * scale
-    rows = n * (2 * h2 + gap) + gap
-    cols = n_frames * (w2 + gap) + gap
-    canvas = np.full((rows, cols, 3), 255, dtype=np.uint8)
-    for i in range(n):
-        for j, clip in enumerate((truth[i], recon[i])):
-            top = gap + i * (2 * h2 + gap) + j * h2
-            for f in range(n_frames):
-                left = gap + f * (w2 + gap)
-                tile = clip[f].repeat(scale, axis=0).repeat(scale, axis=1)
-                canvas[top : top + h2, left : left + w2] = tile
-    return canvas
-
-
-def write_grid(path: str | Path, truth: np.ndarray, recon: np.ndarray) -> Path:
-    """PNG of :func:`grid_image` (written atomically)."""
-    from PIL import Image
-
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        Image.fromarray(grid_image(truth, recon)).save(tmp, format="PNG")
-    return path
 
 
 def write_reconstructions(
