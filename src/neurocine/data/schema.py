@@ -26,6 +26,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from neurocine import __version__
 from neurocine.errors import SchemaError
 from neurocine.fileio import atomic_path
 
@@ -52,8 +53,6 @@ EMBEDDINGS = ("clip_image", "clip_text")
 
 def created_by() -> str:
     """Provenance string stored in ``/``: package version and the command line."""
-    from neurocine import __version__
-
     return f"neurocine {__version__}: {' '.join(sys.argv)}"
 
 
