@@ -78,8 +78,9 @@ bench-gpu: $(STAMP) ## On a GPU: paper-size stage 1/2 steps, memory, DDIM (≤ 8
 	$(PY) -m bench.gpu_check
 	$(PY) -m bench.run_all --only-docs
 
-pretrained: $(STAMP) ## Retrain the shipped tiny CLIP / VAE / video prior
+pretrained: $(STAMP) ## Retrain the shipped tiny CLIP / VAE / video prior and the evaluation CLIP
 	$(NC) pretrain clip --out src/neurocine/pretrained/clip
+	$(NC) pretrain clip --out src/neurocine/pretrained/clip_eval seed=1 data.seed=300
 	$(NC) pretrain vae --out src/neurocine/pretrained/vae
 	$(NC) pretrain prior --out src/neurocine/pretrained/prior
 
