@@ -37,7 +37,7 @@ from neurocine.diffusion.sampling import ddim_sample
 from neurocine.diffusion.scheduler import training_scheduler
 from neurocine.lit.stage1 import ContrastiveEncoderModule
 from neurocine.lit.stage2 import VideoDiffusionModule, condition_adapter
-from neurocine.models.fmri_encoder import build_encoder
+from neurocine.models.encoder_factory import build_encoder
 from neurocine.models.full_size import SD15_UNET_CONFIG, SD15_VAE_CONFIG, sd15_unet2d
 from neurocine.models.video_unet import Denoiser, LatentCodec, inflate_unet
 

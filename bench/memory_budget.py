@@ -35,7 +35,7 @@ from diffusers import AutoencoderKL
 from bench.common import markdown_table, write_result
 from neurocine.config import load_config
 from neurocine.lit.stage2 import FROZEN_DTYPES
-from neurocine.models.fmri_encoder import build_encoder
+from neurocine.models.encoder_factory import build_encoder
 from neurocine.models.full_size import SD15_VAE_CONFIG, sd15_unet2d
 from neurocine.models.video_unet import inflate_unet, predict_noise, set_trainable
 
