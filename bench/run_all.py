@@ -31,12 +31,16 @@ QUALITY = {
     "sampling_start",
     "stage2_finetune",
 }
+# Full-size measurements on the CPU (they build the paper's 1.3 B-parameter UNet: minutes and
+# ~6 GB each): `make bench-all` runs them, `make bench` keeps their last result.
+FULL_SIZE = {"memory_budget"}
 HEADER = """# Benchmarks
 
 Every figure below comes from a script in `bench/` on the machine named with it, with the exact
 command under its table. `make bench` reruns the speed benchmarks (≤ 20 minutes on 2 cores) and
 rebuilds this page; `make bench-all` also reruns the quality benchmarks that train whole models
-({quality}), whose sections otherwise keep the date of their last run. Numbers from different
+({quality}) and the full-size CPU measurements ({full_size}), whose sections otherwise keep the
+date of their last run. Numbers from different
 machines are not comparable; ratios measured in one run are.
 """
 
@@ -44,7 +48,7 @@ machines are not comparable; ratios measured in one run are.
 def benchmarks(include_quality: bool = False) -> list[str]:
     """The benchmark modules ``bench/<name>.py`` to run (quality ones only when asked)."""
     names = sorted(p.stem for p in (ROOT / "bench").glob("*.py") if p.stem not in SKIP)
-    return [n for n in names if include_quality or n not in QUALITY]
+    return [n for n in names if include_quality or n not in QUALITY | FULL_SIZE]
 
 
 NO_GPU = """## GPU check at the paper's sizes (bench/gpu_check.py)
@@ -55,7 +59,10 @@ No GPU figures yet: no GPU was lent to the sessions that prepared `bench/gpu_che
 
 
 def render() -> str:
-    parts = [HEADER.format(quality=", ".join(f"`bench/{n}.py`" for n in sorted(QUALITY)))]
+    def listed(names: set[str]) -> str:
+        return ", ".join(f"`bench/{n}.py`" for n in sorted(names))
+
+    parts = [HEADER.format(quality=listed(QUALITY), full_size=listed(FULL_SIZE))]
     if not (RESULTS / "gpu_check.json").is_file():
         parts.append(NO_GPU)
     for path in sorted(RESULTS.glob("*.json")):
