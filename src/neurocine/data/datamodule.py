@@ -107,12 +107,11 @@ def read_rows(dset: h5py.Dataset | np.ndarray, rows: np.ndarray) -> np.ndarray:
     per run of consecutive rows (a batch of windows is a few dozen such runs; h5py's point
     selection of the same rows builds an HDF5 union selection that costs ~20× more).
     """
-    flat = rows.reshape(-1)
-    unique, inverse = np.unique(flat, return_inverse=True)
+    if isinstance(dset, np.ndarray):  # in memory: numpy gathers any rows directly
+        return dset[rows]
+    unique, inverse = np.unique(rows.reshape(-1), return_inverse=True)
     lo, hi = int(unique[0]), int(unique[-1]) + 1
-    if isinstance(dset, np.ndarray):
-        block = dset[unique]
-    elif hi - lo <= 4 * len(unique):
+    if hi - lo <= 4 * len(unique):
         block = dset[lo:hi][unique - lo]
     else:
         breaks = np.flatnonzero(np.diff(unique) != 1) + 1
@@ -161,31 +160,41 @@ class SubjectWindows(Dataset):
         self.cache_limit_mb = cache_limit_mb
         self._file: h5py.File | None = None
         self._pid: int | None = None
-        self._cache: dict[str, np.ndarray] = {}
+        self._cache: dict[str, np.ndarray] = {}  # in memory
+        self._on_disk: dict[str, h5py.Dataset] = {}  # opened once: h5py's lookups cost ~0.2 ms
+        self._names: frozenset[str] = frozenset()
+        self._group: h5py.Group | None = None
 
     def __len__(self) -> int:
         return len(self.index.clip_rows)
 
     def __getstate__(self) -> dict:
         # Worker processes and DDP ranks reopen the file themselves.
-        return {**self.__dict__, "_file": None, "_pid": None, "_cache": {}}
+        return {**self.__dict__, "_file": None, "_pid": None, "_cache": {}, "_on_disk": {},
+                "_names": frozenset(), "_group": None}  # fmt: skip
 
     @property
     def group(self) -> h5py.Group:
         if self._file is None or self._pid != os.getpid():
             self._file = h5py.File(self.path, "r")
             self._pid = os.getpid()
-            self._cache = {}
-        return self._file[self.split]
+            self._cache, self._on_disk = {}, {}
+            self._group = self._file[self.split]
+            self._names = frozenset(self._group.keys())
+        return self._group
 
     def _source(self, name: str) -> h5py.Dataset | np.ndarray:
-        """A dataset, or its in-memory copy when it fits the cache limit."""
-        dset = self.group[name]
+        """A dataset, or its in-memory copy when it fits the cache limit (looked up once)."""
+        group = self.group  # (re)opens the file in a new process
         if name in self._cache:
             return self._cache[name]
+        if name in self._on_disk:
+            return self._on_disk[name]
+        dset = group[name]
         if name in PER_CLIP or dset.nbytes <= self.cache_limit_mb * 2**20:
             self._cache[name] = dset[()]
             return self._cache[name]
+        self._on_disk[name] = dset
         return dset
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
@@ -194,8 +203,8 @@ class SubjectWindows(Dataset):
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         idx = np.asarray(indices, dtype=np.int64)
         clip_rows = self.index.clip_rows[idx]
-        group = self.group
         fmri = self._source("fmri")
+        names = self._names
         rows = self.index.window_rows[idx]
         if self.read_next:  # one read for the windows and the TRs that follow them
             rows = np.concatenate([rows, self.index.next_rows[idx]], axis=1)
@@ -208,10 +217,10 @@ class SubjectWindows(Dataset):
             clean = read_rows(self._source("fmri_clean"), self.index.window_rows[idx])
             batch["fmri_clean"] = torch.from_numpy(clean)
         for name in EMBEDDINGS:
-            if name in group:
+            if name in names:
                 emb = read_rows(self._source(name), clip_rows)
                 batch[name] = torch.from_numpy(emb.astype(np.float32))
-        if "label" in group:
+        if "label" in names:
             batch["label"] = torch.from_numpy(read_rows(self._source("label"), clip_rows)).long()
         else:
             batch["label"] = torch.full((len(idx),), -1, dtype=torch.long)
