@@ -18,6 +18,7 @@ its whole chunk.
 
 from __future__ import annotations
 
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -33,6 +34,7 @@ from neurocine.data.schema import write_subject
 
 RUNS, TRS, VOXELS, DIM, BATCH, EPOCHS = 12, 80, 2000, 64, 32, 5
 FRAMES, SIZE, STAGE2_EPOCHS = 6, 32, 2
+REPEATS = 3  # every rate is the median of 3 interleaved measurements
 
 
 def demo_sized_file(path: Path, frames: bool = False) -> Path:
@@ -90,14 +92,14 @@ def datamodule_rate(path: Path, cache_limit_mb: float) -> tuple[float, int]:
     dm.setup("fit")
     dm._augment_generator(torch.device("cpu"))
     n_batches = 0
-    start = time.perf_counter()
+    start = time.process_time()
     for epoch in range(EPOCHS):
         loader = dm.train_dataloader()
         loader.sampler.set_epoch(epoch)
         for batch in loader:
             batch = dm.augment_batch(batch)
             n_batches += 1
-    return n_batches / (time.perf_counter() - start), n_batches
+    return n_batches / (time.process_time() - start), n_batches
 
 
 def stage2_rate(path: Path, epochs: int) -> tuple[float, int]:
@@ -105,20 +107,20 @@ def stage2_rate(path: Path, epochs: int) -> tuple[float, int]:
     dm = FMRIVideoDataModule(_config(path, 0), read_frames=True, augment=False)
     dm.setup("fit")
     n_batches = 0
-    start = time.perf_counter()
+    start = time.process_time()
     for epoch in range(epochs):
         loader = dm.train_dataloader()
         loader.sampler.set_epoch(epoch)
         for _ in loader:
             n_batches += 1
-    return n_batches / (time.perf_counter() - start), n_batches
+    return n_batches / (time.process_time() - start), n_batches
 
 
 def plain_rate(path: Path, batches: list[np.ndarray], name: str, method: str) -> float:
     """Batches/s of reading ``name``'s rows of each batch alone: ``points`` (h5py's point
     selection of the sorted unique rows) or ``slices`` (:func:`read_rows`: one slice per run of
     consecutive rows)."""
-    start = time.perf_counter()
+    start = time.process_time()
     with h5py.File(path, "r") as f:
         dset = f[f"train/{name}"]
         for rows in batches:
@@ -128,7 +130,7 @@ def plain_rate(path: Path, batches: list[np.ndarray], name: str, method: str) ->
             else:
                 block = read_rows(dset, rows)
             torch.from_numpy(block)
-    return len(batches) / (time.perf_counter() - start)
+    return len(batches) / (time.process_time() - start)
 
 
 def sample_batches(path: Path, epochs: int, clips: bool) -> list[np.ndarray]:
@@ -146,24 +148,30 @@ def sample_batches(path: Path, epochs: int, clips: bool) -> list[np.ndarray]:
 
 
 def main() -> None:
-    start = time.perf_counter()
+    wall = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         path = demo_sized_file(Path(tmp) / "bench.h5")
         batches = sample_batches(path, EPOCHS, clips=False)
-        points = plain_rate(path, batches, "fmri", "points")
-        plain = plain_rate(path, batches, "fmri", "slices")
-        cached, n = datamodule_rate(path, cache_limit_mb=512)
-        uncached, _ = datamodule_rate(path, cache_limit_mb=0)
+        runs = []
+        for _ in range(REPEATS):  # interleaved, so that the machine's load hits every row alike
+            runs.append((plain_rate(path, batches, "fmri", "points"),
+                         plain_rate(path, batches, "fmri", "slices"),
+                         datamodule_rate(path, cache_limit_mb=512)[0],
+                         datamodule_rate(path, cache_limit_mb=0)[0]))  # fmt: skip
+        points, plain, cached, uncached = (statistics.median(r) for r in zip(*runs, strict=True))
+        n = len(batches)
         path.unlink()
         video = demo_sized_file(Path(tmp) / "video.h5", frames=True)
         old = rechunk_frames(video, Path(tmp) / "video_1mb.h5", rows_per_chunk=56)
         clip_batches = sample_batches(video, STAGE2_EPOCHS, clips=True)
-        s2 = {}
-        for label, file in (("per-clip", video), ("1mb", old)):
-            s2[label] = {
-                "plain": plain_rate(file, clip_batches, "frames", "slices"),
-                "datamodule": stage2_rate(file, STAGE2_EPOCHS)[0],
-            }
+        s2: dict[str, dict[str, list]] = {"per-clip": {}, "1mb": {}}
+        for _ in range(REPEATS):
+            for label, file in (("per-clip", video), ("1mb", old)):
+                s2[label].setdefault("plain", []).append(
+                    plain_rate(file, clip_batches, "frames", "slices")
+                )
+                s2[label].setdefault("datamodule", []).append(stage2_rate(file, STAGE2_EPOCHS)[0])
+        s2 = {k: {m: statistics.median(v) for m, v in d.items()} for k, d in s2.items()}
     rows = [
         ["1", "plain h5py point selection of the window rows (earlier reference)", points,
          points / plain],
@@ -181,13 +189,33 @@ def main() -> None:
              v["datamodule"] / v["plain"]],
         ]  # fmt: skip
     table = markdown_table(["stage", "loader", "batches/s", "ratio to plain"], rows)
+    meets = {
+        name: "meets" if ratio >= 0.5 else "misses"
+        for name, ratio in (
+            ("s1", uncached / plain),
+            ("s2", s2["per-clip"]["datamodule"] / s2["per-clip"]["plain"]),
+        )
+    }
     notes = (
-        f"Stage 1: {n} batches of {BATCH} windows (2 TRs × {VOXELS} voxels) over {EPOCHS} "
+        f"From disk, the stage-1 loader reaches {uncached / plain:.2f}× the slice reads "
+        f"({meets['s1']} the 0.5 target against this stricter reference) and "
+        f"{uncached / points:.2f}× the point-selection reads the earlier runs compared with "
+        "(0.40× on 2026-11-26, when the DataModule read by point selection too: its reads now "
+        "take one slice per run of consecutive rows, its labels and embeddings stay in memory, "
+        "and it opens its datasets once per process); what remains is the augmentation and the "
+        "extra TR that interpolation reads. Stage 2 from disk: "
+        f"{s2['per-clip']['datamodule'] / s2['per-clip']['plain']:.2f}× ({meets['s2']} the "
+        f"target); one clip per compressed chunk reads "
+        f"{s2['per-clip']['datamodule'] / s2['1mb']['datamodule']:.1f}× more batches/s than "
+        "the ~1 MB chunks of 56 clips. "
+        f"Rates on the process's CPU clock (the machine is shared: the wall clock adds waits "
+        f"for a core), medians of {REPEATS} interleaved repetitions. Stage 1: {n} batches of "
+        f"{BATCH} windows (2 TRs × {VOXELS} voxels) over {EPOCHS} "
         f"epochs, one process; ratios to the slice reads (the earlier runs' 0.40× from disk was "
         f"against point selection, which the DataModule also used then). Stage 2: batches of "
         f"{BATCH} clips ({FRAMES} × {SIZE} × {SIZE} × 3, LZF) over {STAGE2_EPOCHS} epochs, "
-        "nothing cached. Target: every DataModule row ≥ 50 % of its plain-read rate. "
-        f"Run time {time.perf_counter() - start:.0f} s."
+        "nothing cached. Target: the DataModule from disk ≥ 50 % of its plain-read rate. "
+        f"Run time {time.perf_counter() - wall:.0f} s (wall)."
     )
     write_result(
         "data_pipeline",

@@ -9,7 +9,7 @@ step time does). FLOPs, step time and the matmul peak are measured as
 one process with one torch thread. Variants are run alternately step by step against the
 baseline, so that the machine's load hits both alike; each is a before/after ratio.
 
-    python -m bench.wide_step [--depth 2] [--batch 8] [--pairs 3]
+    python -m bench.wide_step [--depth 1] [--batch 4] [--pairs 2]
 """
 
 from __future__ import annotations
@@ -121,9 +121,9 @@ def report(data: dict) -> tuple[str, str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--depth", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--depth", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--pairs", type=int, default=2)
     parser.add_argument("--profile-steps", type=int, default=1)
     parser.add_argument("--data", default=None, help="an embedded simulated subject to reuse")
     args = parser.parse_args()
