@@ -46,7 +46,7 @@ from neurocine.analysis.runs import (
     SAMPLES_DIR,
     read_reconstructions,
 )
-from neurocine.config import load_saved_config, merge_layer, parse_overrides
+from neurocine.config import load_run_config
 from neurocine.data.schema import atomic_path, read_strings
 from neurocine.errors import CheckpointError, ConfigError, DataError, NeuroCineError
 from neurocine.metrics import (
@@ -515,8 +515,7 @@ def evaluate_run(
 
     started = time.perf_counter()
     samples = find_reconstructions(path)
-    cfg = load_saved_config(samples.run_dir / "config.yaml")
-    cfg = merge_layer(cfg, parse_overrides(overrides), "overrides")
+    cfg = load_run_config(samples.run_dir / "config.yaml", overrides)
     ev = cfg.evaluation
     pred, rows, attrs = read_reconstructions(samples.h5_path)
     split = str(attrs.get("split", ev.split))

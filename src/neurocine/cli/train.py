@@ -9,12 +9,12 @@ from neurocine.config import load_config
 
 
 def _train(args: argparse.Namespace) -> int:
-    from neurocine.training import fit
-
     overrides = [f"stage={args.stage}", *args.overrides]
     if args.resume:
         overrides.append("ckpt_path=last")
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(args.config, overrides)  # checked before torch and Lightning load
+    from neurocine.training import fit
+
     run_dir = fit(cfg)
     print(f"run directory: {run_dir}")
     return 0
