@@ -352,11 +352,27 @@ def test_interrupted_run_is_resumable_and_becomes_latest_when_it_finishes(runs, 
     stopped = max(p for p in finished.parent.iterdir() if p.name != "latest")
     status = read_status(stopped)
     assert status.state == "interrupted" and status.resumable
+    assert status.error == "stopped by Ctrl-C"
     assert latest_target(finished.parent) == finished.resolve()
     resumed = fit(make("trainer.max_epochs=2", "ckpt_path=last"))
     assert resumed == stopped
     assert read_status(stopped).state == "finished"
     assert latest_target(finished.parent) == stopped.resolve()
+
+
+def test_latest_leaves_a_resumed_run_that_did_not_finish(tmp_path):
+    older, newer = (tmp_path / "exp" / name for name in ("20260101-000000", "20260102-000000"))
+    for run in (older, newer):
+        run.mkdir(parents=True)
+        (run / "config.yaml").write_text("name: exp\n")
+        write_status(run, "finished")
+    training.mark_latest(newer)
+    write_status(newer, "failed", "RuntimeError: resumed and failed")
+    training.unmark_latest(newer)
+    assert latest_target(tmp_path / "exp") == older.resolve()
+    write_status(older, "interrupted")
+    training.unmark_latest(older)  # no other finished run: no latest at all
+    assert not (tmp_path / "exp" / "latest").exists()
 
 
 def test_dead_process_reads_as_failed_or_interrupted(tmp_path):

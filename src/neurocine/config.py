@@ -589,7 +589,13 @@ _warned: set[str] = set()
 
 
 def warn_once(message: str) -> None:
-    """Issue a :class:`ConfigWarning` the first time ``message`` comes up in this process."""
+    """Issue a :class:`ConfigWarning` the first time ``message`` comes up in this process.
+
+    Processes that DDP or torchrun start besides rank 0 (``RANK``/``LOCAL_RANK`` > 0) check the
+    same config and stay quiet.
+    """
+    if any(int(os.environ.get(k, 0)) for k in ("RANK", "LOCAL_RANK")):
+        return
     if message not in _warned:
         _warned.add(message)
         warnings.warn(message, ConfigWarning, stacklevel=3)

@@ -323,8 +323,13 @@ def fit(cfg: DictConfig) -> Path:
             module.export(run_dir)
     except BaseException as exc:
         if launcher:
-            stopped = isinstance(exc, KeyboardInterrupt | SystemExit)
-            write_status(run_dir, "interrupted" if stopped else "failed", one_line(exc))
+            if isinstance(exc, KeyboardInterrupt | SystemExit):  # Lightning: Ctrl-C → exit(1)
+                sigterm = type(exc).__name__ == "SIGTERMException"
+                write_status(
+                    run_dir, "interrupted", f"stopped by {'SIGTERM' if sigterm else 'Ctrl-C'}"
+                )
+            else:
+                write_status(run_dir, "failed", one_line(exc))
             unmark_latest(run_dir)
         raise
     if launcher:
