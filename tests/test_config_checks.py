@@ -187,7 +187,7 @@ def test_out_of_range_value_is_refused_naming_the_key(key, project, capsys):
 
 # One case per rule between fields (CROSS_RULES): the overrides and a fragment of the message.
 CROSS = {
-    "_sampling_start": (["sampling.strength=0.5"], "sampling.strength=0.5 with sampling.init"),
+    "_sampling_start": (["sampling.strength=0.5"], "sampling.strength=0.5 needs an initial"),
     "_sampling_steps": (
         ["sampling.init=ridge", "sampling.steps=2", "sampling.strength=0.4"],
         "sampling.steps=2 × sampling.strength=0.4",

@@ -478,8 +478,8 @@ def _sampling_start(cfg: DictConfig) -> str | None:
     s = cfg.sampling
     if s.strength < 1 and s.init != "ridge":
         return (
-            f"sampling.strength={s.strength:g} with sampling.init={s.init}: only a run from an "
-            "initial video skips steps; set sampling.init=ridge or sampling.strength=1"
+            f"sampling.strength={s.strength:g} needs an initial video: set sampling.init=ridge "
+            f"(sampling.init={s.init} starts from noise and runs every step)"
         )
     return None
 
