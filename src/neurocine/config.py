@@ -24,6 +24,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from neurocine.errors import ConfigError
+from neurocine.fileio import atomic_path
 
 # --- valid values ------------------------------------------------------------------------------
 # Every numeric and enumerated field declares what it accepts with :func:`param`, next to its
@@ -233,8 +234,8 @@ class DataConfig:
 class ClipConfig:
     """CLIP model that provides the stage-1 targets (``neurocine embed``)."""
 
-    # random (tiny CLIPModel, seeded, in code) | pretrained (local dir)
-    preset: str = param("random", choices=("random", "tiny", "pretrained"))
+    # random (seeded, in code) | pretrained (local dir) | tiny | tiny_eval (shipped)
+    preset: str = param("random", choices=("random", "tiny", "tiny_eval", "pretrained"))
     pretrained: str | None = None  # local CLIP dir or cached hub id (implies preset=pretrained)
     # how a TR's frames make one image embedding
     frame_reduce: str = param("mean", choices=("mean", "middle"))
@@ -745,10 +746,8 @@ def require(cfg: DictConfig, *keys: str) -> None:
 def save_config(cfg: DictConfig, path: str | Path) -> Path:
     """Write the resolved config as YAML, atomically (temporary name, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
     return path
 
 

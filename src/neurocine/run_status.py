@@ -21,8 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from neurocine.data.schema import atomic_path
 from neurocine.errors import CheckpointError
+from neurocine.fileio import atomic_path
 
 STATUS_FILE = "status.json"
 STATES = ("running", "finished", "failed", "interrupted")

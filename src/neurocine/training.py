@@ -37,8 +37,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from neurocine.config import check_config, save_config
 from neurocine.data.datamodule import FMRIVideoDataModule
-from neurocine.data.schema import atomic_path
 from neurocine.errors import CheckpointError, ConfigError, NeuroCineError
+from neurocine.fileio import atomic_path
 from neurocine.run_status import list_runs, resumable_run, write_status
 
 STAGES = ("stage1", "stage2")
@@ -69,11 +69,8 @@ def new_run_dir(runs_dir: str | Path, name: str) -> Path:
 def mark_latest(run_dir: Path) -> None:
     """Point ``runs/<name>/latest`` at ``run_dir`` (replace the link atomically)."""
     link = run_dir.parent / "latest"
-    tmp = run_dir.parent / f".latest.tmp-{os.getpid()}"
-    if tmp.is_symlink():
-        tmp.unlink()
-    tmp.symlink_to(run_dir.name)
-    tmp.replace(link)
+    with atomic_path(link) as tmp:
+        tmp.symlink_to(run_dir.name)
 
 
 def unmark_latest(run_dir: Path) -> None:

@@ -28,6 +28,9 @@ COMMAND_MODULES = (
     "pretrain",
     "reconstruct",
     "evaluate",
+    "evaluator",
+    "sweep",
+    "demo",
     "runs",
 )
 

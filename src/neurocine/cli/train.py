@@ -23,6 +23,10 @@ def _train(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train stage 1 (contrastive encoder) or stage 2 (diffusion)")
     p.add_argument("stage", choices=["stage1", "stage2"])
-    p.add_argument("--resume", action="store_true", help="continue the latest run (ckpt_path=last)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the newest interrupted or finished run (ckpt_path=last)",
+    )
     add_config_arguments(p)
     p.set_defaults(func=_train)
