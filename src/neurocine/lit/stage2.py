@@ -48,6 +48,9 @@ from neurocine.models.video_unet import (
     has_lora,
     set_trainable,
 )
+from neurocine.models.video_unet import (
+    UNET_TRAINABLE as UNET_TRAINABLE,  # stage2.unet_trainable's choices (config checks)
+)
 
 MODEL_DIR = "model"
 OPTIMIZERS = ("adamw", "adamw_8bit")
