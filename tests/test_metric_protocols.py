@@ -255,7 +255,22 @@ def test_truncation_and_rounding_on_a_known_array():
     assert out.dtype == torch.uint8
     np.testing.assert_array_equal(out.numpy(), M.to_uint8(x, "round"))
     np.testing.assert_array_equal(M.to_uint8(torch.from_numpy(x)).numpy(), M.to_uint8(x))
-    with pytest.raises(ConfigError, match="floor"):
+    with pytest.raises(ConfigError, match="uint8='floor'"):
         M.to_uint8(x, "floor")
     with pytest.raises(DataError, match="float"):
         M.to_uint8(np.zeros(3, dtype=np.uint8))
+
+
+def test_generated_frames_truncate_or_round():
+    """The decoder's float output → grey levels: ``sampling.uint8`` picks the conversion."""
+    from neurocine.models.video_unet import video_to_frames
+
+    video = torch.rand(2, 3, NF, 8, 10, generator=torch.Generator().manual_seed(8)) * 2.2 - 1.1
+    rounded = video_to_frames(video)  # the default: as before the option existed
+    legacy = ((video.clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1)
+    assert torch.equal(rounded, legacy)
+    truncated = video_to_frames(video, "truncate")
+    pixels = ((video.clamp(-1, 1) + 1.0) * 0.5).permute(0, 2, 3, 4, 1).numpy()
+    np.testing.assert_array_equal(truncated.numpy(), (pixels * 255).astype(np.uint8))
+    gap = rounded.int() - truncated.int()
+    assert gap.min() == 0 and gap.max() == 1

@@ -185,6 +185,7 @@ class SamplingConfig:
     # remaining steps: the low-level start of NeuroClips / MindEye, SDEdit's img2img)
     init: str = "noise"
     strength: float = 1.0  # share of the DDIM steps that run from the initial video (ridge)
+    uint8: str = "truncate"  # truncate (MinD-Video's (x * 255).astype(uint8)) | round
 
 
 @dataclass
@@ -215,7 +216,9 @@ class EvaluationConfig:
     evaluator_dir: str | None = None  # trained evaluator; None: <data.path>.evaluator
     image_classifier: str | None = None  # local google/vit-base-patch16-224 (frame-based)
     video_classifier: str | None = None  # local MCG-NJU/videomae-base-finetuned-kinetics
-    clip_similarity: bool = True
+    clip_similarity: bool = True  # CLIP similarity and CLIP-pcc (temporal consistency)
+    clip: str | None = None  # local CLIP dir for them (e.g. ViT-L/14); None: the run's `clip`
+    ssim: str = "mindvideo"  # mindvideo | gray_gaussian | neurons (docs/published.md)
     ridge_alphas: list[float] = field(
         default_factory=lambda: [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6]
     )

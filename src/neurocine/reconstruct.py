@@ -113,6 +113,7 @@ def sample_clips(
         callback=callback,
         init_frames=init,
         strength=float(sampling.strength),
+        uint8=str(sampling.uint8),
     )
     return frames.numpy()
 
@@ -126,6 +127,7 @@ def sampling_attrs(sampling: DictConfig) -> dict[str, Any]:
         "seed": int(sampling.seed),
         "init": str(sampling.init),
         "strength": float(sampling.strength),
+        "uint8": str(sampling.uint8),
     }
 
 

@@ -32,7 +32,7 @@ def to_uint8(x: np.ndarray | torch.Tensor, mode: str = "truncate") -> np.ndarray
     uint8 ndarray or tensor of the shape of ``x``.
     """
     if mode not in UINT8_MODES:
-        raise ConfigError(f"uint8 conversion '{mode}': expected one of {UINT8_MODES}")
+        raise ConfigError(f"sampling.uint8='{mode}': expected one of {UINT8_MODES}")
     if isinstance(x, torch.Tensor):
         if not x.is_floating_point():
             raise DataError(f"to_uint8: expected float pixel values in [0, 1], got {x.dtype}")
