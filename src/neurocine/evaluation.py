@@ -11,9 +11,14 @@ a scene cut when the data have scene ids, docs/design.md §10):
   (simulated data only): the ceiling of the simulated benchmark.
 
 Both baselines learn from the DataModule's ``train`` samples (the runs the model trained on).
-Metrics per row: SSIM (MinD-Video's per-frame scikit-image call), PSNR, n-way top-1 for each
-``evaluation.n_ways`` — frame-based (image classifier per frame) and video-based (one
-prediction per clip) — and the CLIP image-embedding cosine similarity to the ground truth.
+Metrics per row: SSIM (``evaluation.ssim``: MinD-Video's per-frame scikit-image call by
+default), PSNR, n-way top-1 for each ``evaluation.n_ways`` — frame-based (image classifier per
+frame) and video-based (one prediction per clip) — under MinD-Video's protocol (any of the
+ground truth's top ``k_true`` classes; ``video_50way``) and the strict one (its top-1 class only;
+``video_50way_strict``), the CLIP image-embedding cosine similarity to the ground truth, and
+CLIP-pcc, the cosine of the CLIP embeddings of adjacent frames (``clip_pcc``; all frame pairs:
+``clip_pcc_all``), which the ``ground_truth`` row reports too. On cc2017 the table ends with the
+published results beside the run (:mod:`neurocine.analysis.published`, docs/published.md).
 The classifier is the trained evaluator on simulated data (:mod:`neurocine.evaluator`) or
 MinD-Video's pretrained ViT / VideoMAE loaded by path on real data.
 
@@ -38,8 +43,10 @@ from typing import Any
 import h5py
 import numpy as np
 import torch
+import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
+from neurocine.analysis.published import CC2017_MODULES, NWAY_MINDVIDEO, published_table
 from neurocine.analysis.runs import (
     ORACLE,
     RECONSTRUCTIONS,
@@ -50,7 +57,7 @@ from neurocine.config import load_saved_config, merge_layer, parse_overrides
 from neurocine.data.schema import atomic_path, read_strings
 from neurocine.errors import CheckpointError, ConfigError, DataError, NeuroCineError
 from neurocine.metrics import (
-    clip_similarity,
+    clip_pcc,
     frame_based_n_way_per_video,
     n_way_chance,
     scene_mask,
@@ -62,12 +69,16 @@ from neurocine.metrics import (
 METRICS_JSON = "metrics.json"
 METRICS_MD = "metrics.md"
 BASELINES = ("mean_frame", "ridge", "oracle")
+GROUND_TRUTH = "ground_truth"
 LABELS = {
     "neurocine": "NeuroCine",
     "mean_frame": "mean training frame",
     "ridge": "ridge fMRI → pixels",
     "oracle": "oracle (fmri_clean)",
+    GROUND_TRUTH: "ground truth (CLIP-pcc only)",
 }
+# n-way protocols: key suffix → true classes (None: evaluation.k_true, MinD-Video's 3).
+NWAY_PROTOCOLS = {"": None, "_strict": 1}
 
 
 # --- finding the inputs ------------------------------------------------------------------------
@@ -130,10 +141,14 @@ class Scorer:
     classifier : neurocine.evaluator.Classifier, optional
         None: no n-way metrics.
     clip : tuple (model, preprocess, frame_reduce), optional
-        CLIP for the embedding similarity; None: skipped.
+        CLIP for the embedding similarity and CLIP-pcc; None: skipped.
     n_ways, num_trials, k_true, seed
         The n-way protocol (docs/design.md §10); each (row, metric) draws from a generator seeded
-        with ``seed``, so a row's figure does not depend on which other rows are scored.
+        with ``seed``, so a row's figure does not depend on which other rows are scored. Every
+        n-way is scored twice: with ``k_true`` true classes (MinD-Video's) and with 1 (strict,
+        key suffix ``_strict``).
+    ssim : str, default="mindvideo"
+        SSIM variant (:data:`neurocine.metrics.ssim.VARIANTS`).
     """
 
     truth: np.ndarray
@@ -143,6 +158,7 @@ class Scorer:
     num_trials: int = 100
     k_true: int = 3
     seed: int = 0
+    ssim: str = "mindvideo"
     notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -163,17 +179,36 @@ class Scorer:
                             f"classes, {n}-way needs ≥ {n - 1 + self.k_true}"
                         )
         if self.clip is not None:
-            self._gt_clip = self._clip_embed(self.truth)
+            self._gt_frames = self._clip_frames(self.truth)
+            self._gt_clip = self._clip_reduce(self._gt_frames)
 
-    def _clip_embed(self, videos: np.ndarray, batch: int = 32) -> torch.Tensor:
-        from neurocine.models.clip_targets import image_embeddings
+    def _clip_frames(self, videos: np.ndarray, batch: int = 32) -> torch.Tensor:
+        """CLIP embedding of every frame ``[N, F, D]``, a few clips at a time."""
+        from neurocine.models.clip_targets import frame_embeddings
 
-        model, preprocess, reduce = self.clip
+        model, preprocess, _ = self.clip
         chunks = [
-            image_embeddings(model, preprocess, videos[i : i + batch], reduce)
+            frame_embeddings(model, preprocess, videos[i : i + batch])
             for i in range(0, len(videos), batch)
         ]
         return torch.cat(chunks)
+
+    def _clip_reduce(self, frames: torch.Tensor) -> torch.Tensor:
+        from neurocine.models.clip_targets import reduce_frame_embeddings
+
+        return reduce_frame_embeddings(frames, self.clip[2])
+
+    def _clip_pcc(self, frames: torch.Tensor) -> dict[str, np.ndarray]:
+        if frames.shape[1] < 2:
+            return {}
+        return {
+            "clip_pcc": clip_pcc(frames, "adjacent").numpy(),
+            "clip_pcc_all": clip_pcc(frames, "all").numpy(),
+        }
+
+    def truth_per_clip(self) -> dict[str, np.ndarray]:
+        """The ground truth's own CLIP-pcc per clip (the ceiling of a faithful reconstruction)."""
+        return self._clip_pcc(self._gt_frames) if self.clip is not None else {}
 
     def _generator(self) -> torch.Generator:
         return torch.Generator().manual_seed(int(self.seed))
@@ -187,37 +222,44 @@ class Scorer:
         if pred.shape != self.truth.shape:
             raise DataError(f"predictions {pred.shape} and ground truth {self.truth.shape} differ")
         out = {
-            "ssim": video_ssim_per_video(pred, self.truth),
+            "ssim": video_ssim_per_video(pred, self.truth, self.ssim),
             "psnr": video_psnr_per_video(pred, self.truth),
         }
         if self.classifier is not None:
             frame_probs, video_probs = self.classifier.probs(pred)
-            for n in self.ways["frame"]:
-                out[f"frame_{n}way"] = frame_based_n_way_per_video(
-                    frame_probs, self._gt_frame, n, self.num_trials, 1, self.k_true,
-                    self._generator(),
-                ).numpy()  # fmt: skip
-            for n in self.ways["video"]:
-                out[f"video_{n}way"] = video_based_n_way_per_video(
-                    video_probs, self._gt_video, n, self.num_trials, 1, self.k_true,
-                    self._generator(),
-                ).numpy()  # fmt: skip
+            for suffix, k_true in NWAY_PROTOCOLS.items():
+                k = self.k_true if k_true is None else k_true
+                for n in self.ways["frame"]:
+                    out[f"frame_{n}way{suffix}"] = frame_based_n_way_per_video(
+                        frame_probs, self._gt_frame, n, self.num_trials, 1, k, self._generator()
+                    ).numpy()
+                for n in self.ways["video"]:
+                    out[f"video_{n}way{suffix}"] = video_based_n_way_per_video(
+                        video_probs, self._gt_video, n, self.num_trials, 1, k, self._generator()
+                    ).numpy()
+        if self.clip is not None:
+            frames = self._clip_frames(pred)
+            out["clip_similarity"] = (
+                F.cosine_similarity(self._clip_reduce(frames), self._gt_clip, dim=1)
+                .double()
+                .numpy()
+            )
+            out.update(self._clip_pcc(frames))
         return out
 
-    def summarize(self, pred: np.ndarray, per_clip: dict[str, np.ndarray]) -> dict[str, float]:
-        """Mean and ``*_std`` over clips of ``per_clip``, plus the CLIP similarity of ``pred``."""
+    @staticmethod
+    def summarize(per_clip: dict[str, np.ndarray]) -> dict[str, float]:
+        """Mean and ``*_std`` over clips of each per-clip metric."""
         out = {}
         with np.errstate(invalid="ignore"):  # identical clips: PSNR inf, its spread undefined
             for key, values in per_clip.items():
                 values = np.asarray(values, dtype=np.float64)
                 out[key], out[f"{key}_std"] = float(values.mean()), float(values.std())
-        if self._gt_clip is not None:
-            out["clip_similarity"] = clip_similarity(self._clip_embed(pred), self._gt_clip)
         return out
 
     def score(self, pred: np.ndarray) -> dict[str, float]:
         """All metrics of ``pred`` (uint8, the shape of ``truth``); ``*_std`` over clips."""
-        return self.summarize(pred, self.per_clip(pred))
+        return self.summarize(self.per_clip(pred))
 
 
 def paired_differences(
@@ -303,8 +345,14 @@ def metric_columns(rows: dict[str, dict[str, float]]) -> list[tuple[str, str]]:
             for k in keys
             if k.startswith(f"{kind}_") and k.endswith("way")
         )
-        columns += [(f"{kind}_{n}way", f"{n}-way {kind} ↑") for n in ways]
-    columns.append(("clip_similarity", "CLIP sim ↑"))
+        for n in ways:
+            columns += [(f"{kind}_{n}way", f"{n}-way {kind} ↑")]
+            columns += [(f"{kind}_{n}way_strict", f"{n}-way {kind} strict ↑")]
+    columns += [
+        ("clip_similarity", "CLIP sim ↑"),
+        ("clip_pcc", "CLIP-pcc"),
+        ("clip_pcc_all", "CLIP-pcc all pairs"),
+    ]
     return [(k, h) for k, h in columns if k in keys]
 
 
@@ -333,17 +381,34 @@ def markdown_table(result: dict[str, Any]) -> str:
     notes = []
     if chance:
         parts = ", ".join(f"{n}-way {v:.3f}" for n, v in chance.items())
-        notes.append(f"n-way chance with {result.get('k_true', 3)} true classes: {parts}")
+        strict = ", ".join(f"{n}-way {v:.3f}" for n, v in result.get("chance_strict", {}).items())
+        notes.append(
+            f"n-way chance, MinD-Video's protocol (a trial counts when any of the ground truth's "
+            f"top {result.get('k_true', 3)} classes wins): {parts}; strict (its top-1 class "
+            f"only): {strict}"
+        )
     notes.append(
         f"{result['n_clips']} {result['split']} clips scored "
         f"({result['n_excluded_scene_cut']} spanning a scene cut left out); "
         f"classifier: {result.get('classifier') or 'none'}; CLIP: {result.get('clip') or 'none'}"
     )
+    if any("clip_pcc" in m for m in rows.values()):
+        notes.append(
+            f"CLIP-pcc: mean cosine of the CLIP image embeddings ({result.get('clip')}) of "
+            "adjacent frames (NeuroClips); all pairs: of every two frames (NEURONS); a still "
+            "video scores 1, so read it beside the ground truth's and the mean frame's"
+        )
+    if result.get("ssim_variant", "mindvideo") != "mindvideo":
+        notes.append(f"SSIM: the {result['ssim_variant']} variant (evaluation.ssim)")
     paired = paired_note(result)
     if paired:
         notes.append(paired)
     notes += result.get("notes", [])
-    return "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    table = "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    if result.get("data_module") in CC2017_MODULES and "neurocine" in rows:
+        label = result.get("labels", LABELS).get("neurocine", "neurocine")
+        table += "\n" + published_table(label, rows["neurocine"], result.get("protocol", {}))
+    return table
 
 
 def flat_metrics(result: dict[str, Any]) -> dict[str, float]:
@@ -465,19 +530,27 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def _load_clip(cfg: DictConfig, notes: list[str]) -> tuple[tuple | None, str | None]:
+    """The CLIP of the CLIP metrics: ``evaluation.clip`` (a preset name or a local directory,
+    e.g. CLIP ViT-L/14 on real data) or, when None, the run's ``clip``."""
     if not cfg.evaluation.clip_similarity:
         return None, None
-    from neurocine.models.clip_targets import describe_clip, load_clip
+    from neurocine.models.clip_targets import LOADERS, describe_clip, effective_preset, load_clip
 
+    clip_cfg = cfg.clip
+    choice = cfg.evaluation.clip
+    if choice is not None:
+        preset = str(choice) if str(choice) in LOADERS else "pretrained"
+        source = None if preset == str(choice) else str(choice)
+        clip_cfg = OmegaConf.merge(cfg.clip, {"preset": preset, "pretrained": source})
     try:
-        model, preprocess, _ = load_clip(cfg.clip)
+        model, preprocess, _ = load_clip(clip_cfg)
     except NeuroCineError as exc:
-        notes.append(f"CLIP similarity skipped: {exc}")
+        notes.append(f"CLIP similarity and CLIP-pcc skipped: {exc}")
         return None, None
-    name = describe_clip(cfg.clip)
-    if cfg.clip.preset == "random":
+    name = describe_clip(clip_cfg)
+    if effective_preset(clip_cfg) == "random":
         notes.append(f"CLIP {name} is randomly initialised: its similarity is not semantic")
-    return (model, preprocess, str(cfg.clip.frame_reduce)), name
+    return (model, preprocess, str(clip_cfg.frame_reduce)), name
 
 
 @dataclass
@@ -523,6 +596,7 @@ def evaluate_run(
     # The oracle is sampled as the reconstructions were (`neurocine reconstruct … key=value`
     # may have changed the run's sampling); files from before a setting existed keep the run's.
     recorded = {k: attrs[k] for k in sampling_attrs(cfg.sampling) if k in attrs}
+    recorded.setdefault("uint8", "round")  # frames written before sampling.uint8 were rounded
     cfg.sampling = OmegaConf.merge(cfg.sampling, recorded)
     if ev.max_clips is not None:
         if int(ev.max_clips) < 1:
@@ -585,10 +659,14 @@ def evaluate_run(
         num_trials=int(ev.num_trials),
         k_true=int(ev.k_true),
         seed=int(ev.seed),
+        ssim=str(ev.ssim),
         notes=notes,
     )
     per_clip = {name: scorer.per_clip(videos[keep]) for name, videos in predictions.items()}
-    scored = {name: scorer.summarize(predictions[name][keep], v) for name, v in per_clip.items()}
+    scored = {name: scorer.summarize(v) for name, v in per_clip.items()}
+    truth_pcc = scorer.truth_per_clip()
+    if truth_pcc:
+        scored[GROUND_TRUTH] = scorer.summarize(truth_pcc)
     ways = sorted(set(scorer.ways["frame"]) | set(scorer.ways["video"]))
     result = {
         "run": str(samples.run_dir),
@@ -600,9 +678,18 @@ def evaluate_run(
         "n_excluded_scene_cut": int((~keep).sum()),
         "classifier": getattr(classifier, "name", None),
         "clip": clip_name,
+        "data_module": cfg.get("data_module"),
+        "ssim_variant": str(ev.ssim),
         "k_true": int(ev.k_true),
         "num_trials": int(ev.num_trials),
         "chance": {str(n): n_way_chance(n, int(ev.k_true)) for n in ways},
+        "chance_strict": {str(n): n_way_chance(n, 1) for n in ways},
+        "protocol": {
+            "ssim": str(ev.ssim),
+            "uint8": str(attrs.get("uint8", "round")),
+            "nway": NWAY_MINDVIDEO if int(ev.k_true) == 3 else f"top-{int(ev.k_true)} true classes",
+            "clip_pcc": f"adjacent frames, CLIP {clip_name}",
+        },
         "labels": {k: LABELS.get(k, k) for k in scored},
         "rows": scored,
         "paired": paired_differences(per_clip, groups=clip_scenes)

@@ -315,7 +315,19 @@ def image_embeddings(
     if frames.ndim == 5 and frame_reduce == "middle":
         n_frames = frames.shape[1]
         frames = frames[:, n_frames // 2 : n_frames // 2 + 1]
-    return F.normalize(frame_embeddings(model, preprocess, frames).mean(dim=1), dim=-1)
+    return reduce_frame_embeddings(frame_embeddings(model, preprocess, frames), frame_reduce)
+
+
+def reduce_frame_embeddings(frames: torch.Tensor, frame_reduce: str = "mean") -> torch.Tensor:
+    """Per-frame embeddings ``[N, F, D]`` (unit norm) → one per clip ``[N, D]`` (unit norm).
+
+    ``mean``: the normalised mean over frames; ``middle``: the middle frame's.
+    """
+    if frame_reduce not in FRAME_REDUCE:
+        raise ConfigError(f"clip.frame_reduce='{frame_reduce}': expected one of {FRAME_REDUCE}")
+    if frame_reduce == "middle":
+        return frames[:, frames.shape[1] // 2]
+    return F.normalize(frames.mean(dim=1), dim=-1)
 
 
 @torch.no_grad()

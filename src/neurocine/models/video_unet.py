@@ -41,6 +41,7 @@ from einops import rearrange
 from torch import nn
 
 from neurocine.errors import CheckpointError, ConfigError
+from neurocine.metrics.pixels import to_uint8
 
 PRESETS = ("random", "sd15", "tiny")
 CONDITION_SOURCES = ("tokens", "embedding")
@@ -465,7 +466,5 @@ def video_to_frames(video: torch.Tensor, uint8: str = "round") -> torch.Tensor:
     ``uint8``: ``round`` to the nearest grey level, or ``truncate`` as MinD-Video does
     (:func:`neurocine.metrics.to_uint8`).
     """
-    from neurocine.metrics.pixels import to_uint8
-
     pixels = to_uint8((video.detach().float() + 1.0) * 0.5, uint8)
     return pixels.permute(0, 2, 3, 4, 1).contiguous()
