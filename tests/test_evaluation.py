@@ -437,6 +437,18 @@ def test_ssim_variant_and_the_clip_of_the_clip_metrics_are_options(run_dir, tmp_
     assert expected != pytest.approx(video_ssim(pred[keep], truth))
     assert result["protocol"]["ssim"] == "gray_gaussian"
     assert result["clip"].startswith("tiny(") and "clip_pcc" in result["rows"]["ground_truth"]
+    # a local CLIP directory (real data: CLIP ViT-L/14); here the shipped tiny CLIP's own folder
+    from neurocine.models.clip_targets import TINY_CLIP_DIR
+
+    by_path = evaluate_run(
+        run_dir,
+        ["evaluation.baselines=[mean_frame]", f"evaluation.clip={TINY_CLIP_DIR}"],
+        out_dir=tmp_path / "by_path",
+        progress=False,
+    ).result
+    assert by_path["clip"] == f"pretrained({TINY_CLIP_DIR})"
+    assert by_path["rows"]["ground_truth"] == result["rows"]["ground_truth"]
+    assert by_path["rows"]["neurocine"]["clip_pcc"] == result["rows"]["neurocine"]["clip_pcc"]
 
 
 def test_oracle_is_sampled_as_the_reconstructions_were(run_dir, tmp_path, monkeypatch):
