@@ -451,6 +451,18 @@ def test_ssim_variant_and_the_clip_of_the_clip_metrics_are_options(run_dir, tmp_
     assert by_path["rows"]["neurocine"]["clip_pcc"] == result["rows"]["neurocine"]["clip_pcc"]
 
 
+def test_evaluate_prints_a_cc2017_run_beside_the_published_results(run_dir, tmp_path):
+    overrides = ["evaluation.baselines=[mean_frame]", "evaluation.clip_similarity=false"]
+    plain = evaluate_run(run_dir, overrides, out_dir=tmp_path / "plain", progress=False)
+    assert "Published cc2017" not in plain.table  # simulated data: no published table
+    cc2017 = evaluate_run(
+        run_dir, [*overrides, "data_module=cc2017"], out_dir=tmp_path / "cc2017", progress=False
+    )
+    assert cc2017.result["protocol"]["nway"] == "top-3 true classes"
+    assert "| **NeuroCine** | this run |" in cc2017.table
+    assert "| MinD-Video | mean of 3 |" in cc2017.table and "Published cc2017" in cc2017.table
+
+
 def test_oracle_is_sampled_as_the_reconstructions_were(run_dir, tmp_path, monkeypatch):
     import neurocine.reconstruct as reconstruct_module
 
