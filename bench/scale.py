@@ -91,11 +91,11 @@ def stage1_worker(data: Path, args: argparse.Namespace, out: Path) -> None:
 
     import lightning as L
     import torch
-    from omegaconf import OmegaConf
 
     from neurocine.config import load_config
     from neurocine.data.datamodule import FMRIVideoDataModule
     from neurocine.lit.stage1 import build_module
+    from neurocine.training import trainer_kwargs
 
     torch.set_num_threads(args.threads)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -122,7 +122,7 @@ def stage1_worker(data: Path, args: argparse.Namespace, out: Path) -> None:
                 trainer.should_stop = trainer.should_stop or elapsed >= args.min_seconds
 
     timer = StepTimer()
-    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    kwargs = trainer_kwargs(cfg)
     kwargs.update(
         max_steps=warmup + max(args.steps, args.max_steps),
         max_epochs=-1,

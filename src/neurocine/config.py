@@ -240,6 +240,10 @@ class TrainerConfig:
     check_val_every_n_epoch: int = 1
     enable_progress_bar: bool = True
     deterministic: bool = False
+    # Not Trainer arguments (neurocine.training.build_trainer reads them):
+    checkpoint_every_n_steps: int = 0  # > 0: also rewrite last.ckpt every N steps (mid-epoch)
+    slurm_requeue: bool = True  # under SLURM: save and requeue on requeue_signal
+    requeue_signal: str = "SIGUSR1"  # what `sbatch --signal=USR1@90` sends before the limit
 
 
 @dataclass
