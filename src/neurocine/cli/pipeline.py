@@ -1,0 +1,30 @@
+"""``neurocine pipeline``: a real dataset → preprocessed file → … → metrics table, resumable."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _pipeline(args: argparse.Namespace) -> int:
+    from neurocine.pipeline import run_pipeline
+
+    result = run_pipeline(args.config, args.overrides, progress=not args.no_progress)
+    print()
+    print(result.table)
+    print(f"stage 2 run (samples/, metrics.json, metrics.md): {result.stage2_run}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "pipeline",
+        help="data → embed → stage 1 → stage 2 → reconstruct → evaluate; skips finished steps",
+        description="Runs the steps of a pipeline YAML (experiments/cc2017_subject1.yaml) whose "
+        "outputs are not complete yet, printing each step's output folder; a rerun continues "
+        "where the last one stopped. key=value arguments: source.*, models.*, name … change the "
+        "pipeline spec, any other key applies to both stages.",
+    )
+    p.add_argument("--config", required=True, help="pipeline YAML (experiments/<name>.yaml)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("overrides", nargs="*", help="key=value (source.root=DIR, models.clip=DIR, …)")
+    p.set_defaults(func=_pipeline)
