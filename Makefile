@@ -21,7 +21,7 @@ export PYTHONHASHSEED := 0
 export OMP_NUM_THREADS ?= 1
 
 .PHONY: help install test test-slow lint format demo simulate embed train-stage1 train-stage2 \
-        reconstruct evaluate sweep bench bench-all pretrained clean pipeline
+        reconstruct evaluate sweep bench bench-all pretrained clean pipeline rehearse
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -73,6 +73,9 @@ demo: $(STAMP) ## Install, then simulate → embed → stage 1 → stage 2 → r
 pipeline: $(STAMP) ## Real data → metrics: make pipeline CONFIG=experiments/cc2017_subject1.yaml ARGS="source.root=… models.clip=…"
 	$(NC) pipeline --config $(CONFIG) $(ARGS)
 
+rehearse: $(STAMP) ## The real cc2017 chain on generated data + random-weight models (wiring, not quality)
+	$(NC) rehearse --out rehearsal
+
 bench: $(STAMP) ## Run the speed benchmarks (bench/*.py) and rewrite docs/benchmarks.md
 	$(PY) -m bench.run_all
 
@@ -85,4 +88,4 @@ pretrained: $(STAMP) ## Retrain the shipped tiny CLIP / VAE / video prior
 	$(NC) pretrain prior --out src/neurocine/pretrained/prior
 
 clean: ## Remove runs/, data/ and caches (keeps .venv)
-	rm -rf runs data .pytest_cache .ruff_cache
+	rm -rf runs data rehearsal .pytest_cache .ruff_cache

@@ -17,7 +17,7 @@
    a CPU core, so every ``V`` is timed at the same small batch (``--batch``) and the per-sample
    time is scaled to the configured batch (no cross-sample term but the InfoNCE logits).
 2. **Preprocessing vs runs.** A cc2017 replica with the standard 91,282-grayordinate CIFTI
-   layout (``tests/cc2017_tree.py``'s ``build_cc2017_tree(standard=True)``: coded 64 × 80
+   layout (``neurocine.rehearsal.release``'s ``build_cc2017_tree(standard=True)``: coded 64 × 80
    movies, runs of ``--volumes`` kept volumes; each CIFTI header is made once per run length by
    nibabel and the data appended raw, as ``bench/preprocess_scale.py`` does) is converted by
    ``neurocine preprocess cc2017`` with ``data_modules/cc2017.yaml`` (cortex, nilearn cleaning,
@@ -270,7 +270,7 @@ def measure_preprocess(args: argparse.Namespace, workdir: Path) -> tuple[list[di
     from bench.preprocess_scale import run_child
 
     _tests_on_path()
-    import cc2017_tree
+    from neurocine.rehearsal import release as cc2017_tree
 
     train, test = segment_lists(max(args.sizes))
     start = time.perf_counter()

@@ -9,13 +9,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 import yaml
-from cc2017_tree import nifti_run, read_code, write_coded_video
 from scipy import signal
 
 from neurocine.data.nifti import preprocess_nifti
 from neurocine.data.preprocess_config import NiftiConfig, load_preprocess_config
 from neurocine.data.schema import validate
 from neurocine.errors import DataError
+from neurocine.rehearsal.release import nifti_run, read_code, write_coded_video
 
 SHAPE = (5, 6, 7)
 N_KEPT, DROP_FIRST, DROP_LAST = 12, 2, 3
