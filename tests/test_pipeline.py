@@ -13,7 +13,7 @@ from test_mindvideo import DATA_MODULE, release_arrays
 from neurocine.cli import main
 from neurocine.data.schema import validate
 from neurocine.errors import ConfigError
-from neurocine.pipeline import STEPS, load_spec, run_pipeline
+from neurocine.pipeline import STEPS, load_spec, run_pipeline, unfinished_run
 
 TINY_ENCODER = (
     "encoder: {patch_size: 8, embed_dim: 12, depth: 1, num_heads: 3, out_tokens: 5, out_dim: 14}"  # noqa: E501
@@ -102,3 +102,17 @@ def test_a_bad_step_names_itself_and_leaves_earlier_outputs(tmp_path, capsys):
     encoder = tmp_path / "runs" / "tiny" / "stage1" / "latest" / "encoder" / "config.json"
     assert encoder.is_file() and validate(tmp_path / "data" / "subject2.h5")
     assert not (tmp_path / "runs" / "tiny" / "stage2" / "latest").exists()
+
+
+def test_unfinished_run_is_the_newest_without_an_export(tmp_path):
+    runs = tmp_path / "stage2"
+    for name, last, export in (("20260101-000000", True, False), ("20260102-000000", True, True),
+                               ("20260103-000000", False, False)):  # fmt: skip
+        (runs / name / "checkpoints").mkdir(parents=True)
+        if last:
+            (runs / name / "checkpoints" / "last.ckpt").write_bytes(b"x")
+        if export:
+            (runs / name / "model").mkdir()
+    (runs / "latest").symlink_to("20260102-000000")
+    assert unfinished_run(runs, "model") == runs / "20260101-000000"
+    assert unfinished_run(tmp_path / "none", "model") is None
