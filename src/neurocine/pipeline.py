@@ -34,6 +34,7 @@ import h5py
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from neurocine.config import (
+    _read_yaml,
     load_saved_config,
     merge_layer,
     parse_overrides,
@@ -101,15 +102,7 @@ MODEL_KEYS = {
 
 def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> tuple[DictConfig, list[str]]:
     """The validated spec and the overrides left for the stages (module docstring)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: pipeline file not found")
-    try:
-        layer = OmegaConf.load(path)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"{path}: not valid YAML: {first}") from exc
-    spec = merge_layer(OmegaConf.structured(PipelineSpec), layer, str(path))
+    spec = merge_layer(OmegaConf.structured(PipelineSpec), _read_yaml(Path(path)), str(path))
     # `stage2=FILE` is the spec's; `stage2.lr=…` is the experiments' (their stage2 section).
     own = {f.name for f in fields(PipelineSpec)}
     keys = [t.split("=", 1)[0] for t in overrides]
