@@ -14,6 +14,7 @@ from neurocine.cli import main
 from neurocine.data.schema import validate
 from neurocine.errors import ConfigError
 from neurocine.pipeline import STEPS, load_spec, run_pipeline, unfinished_run
+from neurocine.slurm import resume_checkpoint
 
 TINY_ENCODER = (
     "encoder: {patch_size: 8, embed_dim: 12, depth: 1, num_heads: 3, out_tokens: 5, out_dim: 14}"  # noqa: E501
@@ -115,4 +116,7 @@ def test_unfinished_run_is_the_newest_without_an_export(tmp_path):
             (runs / name / "model").mkdir()
     (runs / "latest").symlink_to("20260102-000000")
     assert unfinished_run(runs, "model") == runs / "20260101-000000"
+    (runs / "20260103-000000" / "hpc_ckpt_2.ckpt").write_bytes(b"x")  # SLURM preemption
+    assert unfinished_run(runs, "model") == runs / "20260103-000000"
+    assert resume_checkpoint(runs / "20260103-000000").name == "hpc_ckpt_2.ckpt"
     assert unfinished_run(tmp_path / "none", "model") is None

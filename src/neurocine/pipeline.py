@@ -42,6 +42,7 @@ from neurocine.config import (
     resolve_data_module,
 )
 from neurocine.errors import ConfigError, NeuroCineError
+from neurocine.slurm import resume_checkpoint
 
 SOURCES = ("cc2017", "mindvideo", "nifti", "hdf5")
 SAMPLES = "samples"
@@ -261,7 +262,11 @@ def _stage_done(stage: str) -> Callable[[Context], bool]:
 
 
 def unfinished_run(runs: Path, export: str) -> Path | None:
-    """The newest run under ``runs`` with a ``last.ckpt`` but no export (killed mid-training)."""
+    """The newest run under ``runs`` with a checkpoint but no export (killed mid-training).
+
+    Its checkpoint is :func:`neurocine.slurm.resume_checkpoint`: ``last.ckpt`` or a newer
+    preemption checkpoint.
+    """
     if not runs.is_dir():
         return None
     candidates = [
@@ -270,7 +275,7 @@ def unfinished_run(runs: Path, export: str) -> Path | None:
         if p.is_dir()
         and not p.is_symlink()
         and not p.name.startswith(".")
-        and (p / "checkpoints" / "last.ckpt").is_file()
+        and resume_checkpoint(p) is not None
         and not (p / export).exists()
     ]
     return max(candidates, key=lambda p: p.name) if candidates else None
@@ -287,7 +292,7 @@ def _stage_run(stage: str) -> Callable[[Context], None]:
         unfinished = unfinished_run(ctx.runs(stage), EXPORTS[stage])
         if unfinished is not None:
             ctx.log(f"  continuing the unfinished run {unfinished}")
-            cfg = _with(cfg, ckpt_path=str(unfinished / "checkpoints" / "last.ckpt"))
+            cfg = _with(cfg, ckpt_path=str(resume_checkpoint(unfinished)))
         fit(cfg)
 
     return run

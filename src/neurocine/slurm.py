@@ -83,12 +83,16 @@ def record_run(run_dir: Path, runs_dir: str | Path, name: str) -> None:
     tmp.replace(link)
 
 
-def requeued_run(runs_dir: str | Path, name: str) -> tuple[Path, str] | None:
-    """The run directory and checkpoint of this SLURM job's earlier start, if it saved one.
+def resume_checkpoint(run_dir: Path) -> Path | None:
+    """The newest (by modification time) of ``<run>/hpc_ckpt_<k>.ckpt`` (highest ``k``) and
+    ``<run>/checkpoints/last.ckpt``; None when neither exists."""
+    hpc = sorted(run_dir.glob("hpc_ckpt_*.ckpt"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0))
+    existing = [p for p in [run_dir / "checkpoints" / "last.ckpt", *hpc[-1:]] if p.is_file()]
+    return max(existing, key=lambda p: p.stat().st_mtime_ns) if existing else None
 
-    The checkpoint is the newest (by modification time) of ``<run>/hpc_ckpt_<k>.ckpt`` (the
-    highest ``k``) and ``<run>/checkpoints/last.ckpt``.
-    """
+
+def requeued_run(runs_dir: str | Path, name: str) -> tuple[Path, str] | None:
+    """The run directory and :func:`resume_checkpoint` of this SLURM job's earlier start."""
     job = job_id()
     if job is None:
         return None
@@ -96,10 +100,5 @@ def requeued_run(runs_dir: str | Path, name: str) -> tuple[Path, str] | None:
     if not link.is_symlink() or not link.exists():
         return None
     run_dir = link.resolve()
-    candidates = [run_dir / "checkpoints" / "last.ckpt"]
-    hpc = sorted(run_dir.glob("hpc_ckpt_*.ckpt"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0))
-    candidates += hpc[-1:]
-    existing = [p for p in candidates if p.is_file()]
-    if not existing:
-        return None
-    return run_dir, str(max(existing, key=lambda p: p.stat().st_mtime_ns))
+    checkpoint = resume_checkpoint(run_dir)
+    return (run_dir, str(checkpoint)) if checkpoint is not None else None

@@ -122,7 +122,8 @@ def resolve_run(cfg: DictConfig) -> tuple[Path, str | None]:
         path = Path(ckpt)
         if not path.is_file():
             raise CheckpointError(f"{path}: checkpoint not found")
-        return path.resolve().parent.parent, str(path)
+        folder = path.resolve().parent  # <run>/checkpoints/x.ckpt, or <run>/hpc_ckpt_<k>.ckpt
+        return (folder.parent if folder.name == "checkpoints" else folder), str(path)
     if inherited:
         return Path(inherited), None
     requeued = requeued_run(cfg.runs_dir, cfg.name) if is_launcher_process() else None
