@@ -33,6 +33,7 @@ from pathlib import Path
 import h5py
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from neurocine.analysis.runs import SAMPLES_DIR
 from neurocine.config import (
     _read_yaml,
     load_saved_config,
@@ -42,12 +43,13 @@ from neurocine.config import (
     resolve_data_module,
 )
 from neurocine.errors import ConfigError, NeuroCineError
+from neurocine.evaluation.report import METRICS_JSON
 from neurocine.slurm import resume_checkpoint
 
 SOURCES = ("cc2017", "mindvideo", "nifti", "hdf5")
-SAMPLES = "samples"
-RECONSTRUCTIONS = "reconstructions.h5"
-METRICS = "metrics.json"
+RECONSTRUCTIONS = "reconstructions.h5"  # what neurocine.reconstruct writes in SAMPLES
+METRICS = METRICS_JSON
+SAMPLES = SAMPLES_DIR
 
 
 class PipelineError(NeuroCineError):
@@ -283,16 +285,16 @@ def unfinished_run(runs: Path, export: str) -> Path | None:
 
 def _stage_run(stage: str) -> Callable[[Context], None]:
     def run(ctx: Context) -> None:
-        from neurocine.sweep import _with
+        from neurocine.sweep import with_values
         from neurocine.training import fit
 
         cfg = ctx[stage]
         if stage == "stage2":
-            cfg = _with(cfg, **{"stage2.encoder_ckpt": str(_encoder(ctx))})
+            cfg = with_values(cfg, **{"stage2.encoder_ckpt": str(_encoder(ctx))})
         unfinished = unfinished_run(ctx.runs(stage), EXPORTS[stage])
         if unfinished is not None:
             ctx.log(f"  continuing the unfinished run {unfinished}")
-            cfg = _with(cfg, ckpt_path=str(resume_checkpoint(unfinished)))
+            cfg = with_values(cfg, ckpt_path=str(resume_checkpoint(unfinished)))
         fit(cfg)
 
     return run

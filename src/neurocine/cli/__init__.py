@@ -26,6 +26,9 @@ COMMAND_MODULES = (
     "pretrain",
     "reconstruct",
     "evaluate",
+    "evaluator",
+    "sweep",
+    "demo",
     "pipeline",
 )
 

@@ -18,7 +18,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from neurocine.data.schema import atomic_path
+from neurocine.fileio import atomic_path
 
 WIRING_NOTE = (
     "REHEARSAL: random weights and generated data. This run proves the wiring of the real chain "
