@@ -31,11 +31,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import h5py
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig
 
 from neurocine.analysis.runs import SAMPLES_DIR
 from neurocine.config import (
-    _read_yaml,
     load_saved_config,
     merge_layer,
     parse_overrides,
@@ -105,7 +104,7 @@ MODEL_KEYS = {
 
 def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> tuple[DictConfig, list[str]]:
     """The validated spec and the overrides left for the stages (module docstring)."""
-    spec = merge_layer(OmegaConf.structured(PipelineSpec), _read_yaml(Path(path)), str(path))
+    spec = load_saved_config(path, schema=PipelineSpec)  # read + validate against the schema
     # `stage2=FILE` is the spec's; `stage2.lr=…` is the experiments' (their stage2 section).
     own = {f.name for f in fields(PipelineSpec)}
     keys = [t.split("=", 1)[0] for t in overrides]
