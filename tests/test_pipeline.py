@@ -96,10 +96,11 @@ def test_pipeline_skips_finished_steps_and_resumes_after_a_kill(tmp_path):
 def test_a_bad_step_names_itself_and_leaves_earlier_outputs(tmp_path, capsys):
     spec = tiny_pipeline(tmp_path)
     args = ["pipeline", "--config", str(spec), "--no-progress"]
-    assert main([*args, "stage2.condition=bogus"]) == 2
+    missing = tmp_path / "no-such-sd"  # found out only when stage 2 loads it
+    assert main([*args, "unet.preset=sd15", f"unet.pretrained={missing}"]) == 2
     err = [e for e in capsys.readouterr().err.splitlines() if e.startswith("neurocine:")]
     assert len(err) == 1 and "pipeline step 'stage2' failed" in err[0], err
-    assert "stage2.condition" in err[0]
+    assert str(missing) in err[0]
     encoder = tmp_path / "runs" / "tiny" / "stage1" / "latest" / "encoder" / "config.json"
     assert encoder.is_file() and validate(tmp_path / "data" / "subject2.h5")
     assert not (tmp_path / "runs" / "tiny" / "stage2" / "latest").exists()
