@@ -433,6 +433,11 @@ class TrainerConfig:
     check_val_every_n_epoch: int = param(1, ge=1)
     enable_progress_bar: bool = True
     deterministic: bool = False
+    # Not Trainer arguments (neurocine.training.build_trainer reads them):
+    checkpoint_every_n_steps: int = param(0, ge=0)  # > 0: also rewrite last.ckpt every N steps
+    slurm_requeue: bool = True  # under SLURM: save and requeue on requeue_signal
+    # what `sbatch --signal=USR1@90` sends before the time limit
+    requeue_signal: str = param("SIGUSR1", choices=("SIGUSR1", "SIGUSR2"))
 
 
 @dataclass
