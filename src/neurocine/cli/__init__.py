@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "sweep",
     "demo",
     "runs",
+    "pipeline",
 )
 
 
