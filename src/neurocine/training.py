@@ -2,8 +2,8 @@
 
 A run lives in ``runs/<name>/<timestamp>/`` (docs/design.md §9) with ``config.yaml`` (the resolved
 config), ``environment.json`` (package versions, git commit, argv), ``checkpoints/``
-(``last.ckpt`` and the best by the module's monitored metric), ``logs/`` (CSV, and TensorBoard
-when installed) and whatever the module exports (stage 1: ``encoder/``).
+(``last.ckpt`` and the best by the module's monitored metric), ``logs/`` (CSV and TensorBoard
+event files) and whatever the module exports (stage 1: ``encoder/``).
 ``runs/<name>/latest`` points at the newest run, so ``ckpt_path=last`` resumes it and stage 2's
 ``encoder_ckpt`` can name ``runs/stage1/latest/encoder``.
 
@@ -23,13 +23,12 @@ import time
 import warnings
 from contextlib import contextmanager
 from importlib import metadata
-from importlib.util import find_spec
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from neurocine.config import save_config
@@ -193,11 +192,10 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list, monitor) -> L
             dirpath=directory, filename="best", monitor=monitor[0], mode=monitor[1], save_top_k=1
         )
         checkpoints.insert(0, best)
-    loggers = [CSVLogger(run_dir, name="logs", version="")]
-    if find_spec("tensorboard") is not None:
-        from lightning.pytorch.loggers import TensorBoardLogger
-
-        loggers.append(TensorBoardLogger(run_dir, name="logs", version="", default_hp_metric=False))
+    loggers = [
+        CSVLogger(run_dir, name="logs", version=""),
+        TensorBoardLogger(run_dir, name="logs", version="", default_hp_metric=False),
+    ]
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     return L.Trainer(
         default_root_dir=run_dir,
