@@ -115,6 +115,7 @@ class Stage1Config:
     n_way_seed: int = 0  # distractor draws of the n-way metric
     learn_temperature: bool = True
     min_lr_ratio: float = 0.0  # cosine schedule ends at lr * min_lr_ratio
+    export: str = "best"  # best (the epoch best on the monitored val n-way) | last
 
 
 @dataclass
