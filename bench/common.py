@@ -68,9 +68,9 @@ def command_line(name: str, argv: list[str] | None = None) -> str:
 def path_options(command: str) -> dict[str, str]:
     """Absolute paths given to the command's ``--option`` s, each with a placeholder ``OPTION``.
 
-    ``--workdir /tmp/x`` and ``--workdir=/tmp/x`` give ``{"/tmp/x": "WORKDIR"}``, ``--demo-dir``
-    ``DEMO_DIR`` (a usage line's names: markdown would hide ``<workdir>``); a path inside the
-    working folder is left to :func:`portable`, which makes it relative.
+    An absolute path after ``--workdir`` (or ``--workdir=``) maps to ``WORKDIR``, after
+    ``--demo-dir`` to ``DEMO_DIR`` (a usage line's names: markdown would hide ``<workdir>``); a
+    path inside the working folder is left to :func:`portable`, which makes it relative.
     """
     words = shlex.split(command)
     pairs = [tuple(w.split("=", 1)) for w in words if w.startswith("--") and "=" in w]
@@ -89,7 +89,7 @@ def _inside_cwd(path: str) -> bool:
 def portable(value: Any, places: Mapping[str | Path, str] | None = None) -> Any:
     """``value`` (a string, or lists and dicts of them) without this machine's absolute paths.
 
-    In order: each folder of ``places`` becomes its placeholder (``{"/tmp/s6": "WORKDIR"}``),
+    In order: each folder of ``places`` becomes its placeholder (a ``{folder: "WORKDIR"}`` map),
     the working folder becomes relative paths (``.`` alone), the temporary folder ``$TMPDIR`` and
     the home folder ``~``. Results and docs are read on other machines, where these folders mean
     nothing.
