@@ -122,7 +122,9 @@ class Stage1Config:
 class UNetConfig:
     """Video denoiser (a diffusers 2-D UNet inflated with motion modules) and its latent space."""
 
-    preset: str = "random"  # random (random init: demo, tests) | sd15 | tiny (later: shipped prior)
+    # random (random init, pixel space: tests) | sd15 (Stable Diffusion 1.x from `pretrained`)
+    # | tiny (the shipped VAE + video prior, or the same layout in `pretrained`: the demo)
+    preset: str = "random"
     pretrained: str | None = None  # sd15: local Stable Diffusion 1.x directory (unet/, vae/)
     gradient_checkpointing: bool = False
     # random preset: pixel space, frames folded space-to-depth (32×32×3 → 8×8×48 with 4)
