@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import h5py
 import lightning as L
@@ -210,8 +211,8 @@ class SubjectWindows(Dataset):
         return batch
 
 
-def _batch_is_ready(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """collate_fn: ``__getitems__`` already returns the batch."""
+def _batch_is_ready(batch: Any) -> dict[str, torch.Tensor]:
+    """collate_fn: ``__getitems__`` already returns the batch (a dict, not DataLoader's list)."""
     return batch
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import numpy as np
@@ -53,6 +53,9 @@ from neurocine.pretrain.common import (
     write_card,
 )
 from neurocine.pretrain.data import PretrainClips
+
+if TYPE_CHECKING:
+    from transformers import CLIPModel
 
 
 @dataclass
@@ -155,7 +158,7 @@ class ClipPretrainModule(L.LightningModule):
         A :class:`ClipRecipe` (lr, weight_decay, warmup_steps, steps, seed).
     """
 
-    def __init__(self, model: torch.nn.Module, recipe: DictConfig) -> None:
+    def __init__(self, model: CLIPModel, recipe: DictConfig) -> None:
         super().__init__()
         self.model = model
         self.recipe = recipe

@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import lightning as L
 import numpy as np
@@ -42,6 +43,9 @@ from neurocine.pretrain.common import (
     write_card,
 )
 from neurocine.pretrain.data import PretrainClips
+
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKL
 
 
 @dataclass
@@ -91,7 +95,7 @@ class VaePretrainModule(L.LightningModule):
         A :class:`VaeRecipe`.
     """
 
-    def __init__(self, vae: torch.nn.Module, recipe: DictConfig) -> None:
+    def __init__(self, vae: AutoencoderKL, recipe: DictConfig) -> None:
         super().__init__()
         self.vae = vae
         self.recipe = recipe
