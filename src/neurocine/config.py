@@ -15,7 +15,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
@@ -292,7 +292,7 @@ def _read_yaml(path: Path) -> DictConfig:
 def merge_layer(base: DictConfig, layer: DictConfig, source: str) -> DictConfig:
     """Merge one layer into a structured config, naming ``source`` in any error."""
     try:
-        return OmegaConf.merge(base, layer)
+        return cast(DictConfig, OmegaConf.merge(base, layer))  # the type of the base
     except OmegaConfBaseException as exc:
         raise ConfigError(f"{source}: {_describe(exc)}") from exc
 

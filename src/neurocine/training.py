@@ -24,6 +24,7 @@ import warnings
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
+from typing import Any, cast
 
 import lightning as L
 import torch
@@ -81,7 +82,7 @@ def mark_latest(run_dir: Path) -> None:
 
 def environment() -> dict:
     """Versions, git commit and command line, recorded with every run."""
-    versions = {}
+    versions: dict[str, str | None] = {}
     for package in PACKAGES:
         try:
             versions[package] = metadata.version(package)
@@ -196,7 +197,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list, monitor) -> L
         CSVLogger(run_dir, name="logs", version=""),
         TensorBoardLogger(run_dir, name="logs", version="", default_hp_metric=False),
     ]
-    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    kwargs = cast(dict[str, Any], OmegaConf.to_container(cfg.trainer, resolve=True))
     return L.Trainer(
         default_root_dir=run_dir,
         callbacks=[*checkpoints, RunStateCallback(cfg.stage), *callbacks],
@@ -279,10 +280,11 @@ def fit(cfg: DictConfig) -> Path:
             warnings.filterwarnings("ignore", r"Found \d+ module\(s\) in eval mode", UserWarning)
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if trainer.is_global_zero:
-        if hasattr(module, "export"):
+        export = getattr(module, "export", None)
+        if export is not None:
             if getattr(module, "export_checkpoint", "last") == "best":
                 restore_best(trainer, module, run_dir)
-            module.export(run_dir)
+            export(run_dir)
         mark_latest(run_dir)
     return run_dir
 
@@ -296,10 +298,16 @@ def restore_best(trainer: L.Trainer, module: L.LightningModule, run_dir: Path) -
     epoch) exports its last weights and records that.
     """
     best = next(
-        (c for c in trainer.checkpoint_callbacks if getattr(c, "filename", None) == "best"), None
+        (
+            c
+            for c in trainer.checkpoint_callbacks
+            if isinstance(c, ModelCheckpoint) and c.filename == "best"
+        ),
+        None,
     )
     path = Path(best.best_model_path) if best is not None and best.best_model_path else None
-    if path is None or not path.is_file():
+    info: dict[str, Any]
+    if best is None or path is None or not path.is_file():
         info = {"checkpoint": "last", "reason": "no best checkpoint was written"}
     else:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)

@@ -24,6 +24,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -232,7 +233,7 @@ class SubjectWriter:
 def write_subject(
     path: str | Path,
     *,
-    meta: Mapping[str, object],
+    meta: Mapping[str, Any],
     voxels: Mapping[str, np.ndarray],
     splits: Mapping[str, Mapping[str, np.ndarray]],
 ) -> Path:

@@ -23,6 +23,7 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -183,7 +184,7 @@ class ClipPretrainModule(L.LightningModule):
         self.log("train/logit_scale", self.model.logit_scale.exp())
         return loss
 
-    def configure_optimizers(self) -> dict:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         return adamw_with_schedule(self, self.model.parameters(), self.recipe)
 
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -135,7 +136,7 @@ class VaePretrainModule(L.LightningModule):
         self.log("train/kl", kl)
         return loss
 
-    def configure_optimizers(self) -> dict:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         return adamw_with_schedule(self, self.vae.parameters(), self.recipe)
 
 
