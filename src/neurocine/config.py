@@ -73,7 +73,7 @@ class DataConfig:
 class ClipConfig:
     """CLIP model that provides the stage-1 targets (``neurocine embed``)."""
 
-    preset: str = "random"  # random (tiny CLIPModel, seeded, in code) | pretrained (local dir)
+    preset: str = "random"  # random (seeded, in code) | pretrained (local dir) | tiny | tiny_eval
     pretrained: str | None = None  # local CLIP dir or cached hub id (implies preset=pretrained)
     frame_reduce: str = "mean"  # mean | middle: how a TR's frames make one image embedding
     batch_size: int = 64
