@@ -95,4 +95,4 @@ pretrained: $(STAMP) ## Retrain the shipped tiny CLIP / VAE / video prior and th
 	$(NC) pretrain prior --out src/neurocine/pretrained/prior
 
 clean: ## Remove runs/, data/ and caches (keeps .venv)
-	rm -rf runs data .pytest_cache .ruff_cache
+	rm -rf runs data .pytest_cache .ruff_cache .mypy_cache
