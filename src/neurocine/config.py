@@ -11,7 +11,6 @@ default. Required values are ``???`` (omegaconf's ``MISSING``).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from neurocine.errors import ConfigError
+from neurocine.fileio import atomic_path
 
 
 @dataclass
@@ -374,10 +374,8 @@ def require(cfg: DictConfig, *keys: str) -> None:
 def save_config(cfg: DictConfig, path: str | Path) -> Path:
     """Write the resolved config as YAML, atomically (temporary name, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
     return path
 
 

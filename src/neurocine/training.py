@@ -34,8 +34,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from neurocine.config import save_config
 from neurocine.data.datamodule import FMRIVideoDataModule
-from neurocine.data.schema import atomic_path
 from neurocine.errors import CheckpointError, ConfigError
+from neurocine.fileio import atomic_path
 
 STAGES = ("stage1", "stage2")
 RUN_DIR_ENV = "NEUROCINE_RUN_DIR"
@@ -73,11 +73,8 @@ def latest_run(runs_dir: str | Path, name: str) -> Path:
 def mark_latest(run_dir: Path) -> None:
     """Point ``runs/<name>/latest`` at ``run_dir`` (replace the link atomically)."""
     link = run_dir.parent / "latest"
-    tmp = run_dir.parent / f".latest.tmp-{os.getpid()}"
-    if tmp.is_symlink():
-        tmp.unlink()
-    tmp.symlink_to(run_dir.name)
-    tmp.replace(link)
+    with atomic_path(link) as tmp:
+        tmp.symlink_to(run_dir.name)
 
 
 def environment() -> dict:

@@ -18,7 +18,18 @@ from neurocine import __version__
 from neurocine.errors import NeuroCineError
 
 # Modules under neurocine.cli that define ``register(subparsers)``.
-COMMAND_MODULES = ("data", "train", "embed", "preprocess", "pretrain", "reconstruct", "evaluate")
+COMMAND_MODULES = (
+    "data",
+    "train",
+    "embed",
+    "preprocess",
+    "pretrain",
+    "reconstruct",
+    "evaluate",
+    "evaluator",
+    "sweep",
+    "demo",
+)
 
 
 class OneLineParser(argparse.ArgumentParser):
