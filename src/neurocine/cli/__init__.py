@@ -13,6 +13,7 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import NoReturn
 
 from neurocine import __version__
 from neurocine.errors import NeuroCineError
@@ -35,7 +36,7 @@ COMMAND_MODULES = (
 class OneLineParser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors are one line (``neurocine: error: …``), exit 2."""
 
-    def error(self, message: str) -> None:
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"neurocine: error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 

@@ -47,7 +47,9 @@ class Scorer:
     notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._gt_frame = self._gt_video = self._gt_clip = None
+        self._gt_frame: np.ndarray | None = None  # the classifier's, None without one
+        self._gt_video: np.ndarray | None = None
+        self._gt_clip: torch.Tensor | None = None
         self.ways: dict[str, list[int]] = {"frame": [], "video": []}
         if self.classifier is not None:
             self._gt_frame, self._gt_video = self.classifier.probs(self.truth)
@@ -67,6 +69,8 @@ class Scorer:
             self._gt_clip = self._clip_embed(self.truth)
 
     def _clip_embed(self, videos: np.ndarray, batch: int = 32) -> torch.Tensor:
+        if self.clip is None:
+            raise RuntimeError("Scorer: no CLIP to embed with")
         model, preprocess, reduce = self.clip
         chunks = [
             image_embeddings(model, preprocess, videos[i : i + batch], reduce)
@@ -91,16 +95,20 @@ class Scorer:
         }
         if self.classifier is not None:
             frame_probs, video_probs = self.classifier.probs(pred)
-            for n in self.ways["frame"]:
-                out[f"frame_{n}way"] = frame_based_n_way_per_video(
-                    frame_probs, self._gt_frame, n, self.num_trials, 1, self.k_true,
-                    self._generator(),
-                ).numpy()  # fmt: skip
-            for n in self.ways["video"]:
-                out[f"video_{n}way"] = video_based_n_way_per_video(
-                    video_probs, self._gt_video, n, self.num_trials, 1, self.k_true,
-                    self._generator(),
-                ).numpy()  # fmt: skip
+            # self.ways[kind] is empty where the classifier gave no ground-truth probabilities
+            gt_frame, gt_video = self._gt_frame, self._gt_video
+            if gt_frame is not None:
+                for n in self.ways["frame"]:
+                    out[f"frame_{n}way"] = frame_based_n_way_per_video(
+                        frame_probs, gt_frame, n, self.num_trials, 1, self.k_true,
+                        self._generator(),
+                    ).numpy()  # fmt: skip
+            if gt_video is not None:
+                for n in self.ways["video"]:
+                    out[f"video_{n}way"] = video_based_n_way_per_video(
+                        video_probs, gt_video, n, self.num_trials, 1, self.k_true,
+                        self._generator(),
+                    ).numpy()  # fmt: skip
         return out
 
     def summarize(self, pred: np.ndarray, per_clip: dict[str, np.ndarray]) -> dict[str, float]:
