@@ -38,7 +38,7 @@ install: $(STAMP) ## Create .venv and install the locked environment (requiremen
 
 # pip-compile keeps the pins already in the lock and resolves only what setup.cfg changed;
 # `make lock UPGRADE=1` re-resolves everything to the newest versions allowed.
-lock: $(STAMP) ## Re-resolve requirements/lock.txt from setup.cfg (with the dev extra and torch==$(TORCH))
+lock: $(STAMP) ## Re-resolve requirements/lock.txt from setup.cfg (dev extra; torch at TORCH)
 	echo "torch==$(TORCH)" | CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quiet \
 	  --extra dev --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links \
 	  $(if $(UPGRADE),--upgrade) --output-file $(LOCK) setup.cfg -
