@@ -10,6 +10,8 @@ LOCK := requirements/lock.txt
 TORCH := 2.13.0
 SWEEP ?= mask_ratio
 DATA ?= data/sim/subject1.h5
+CONFIG ?= experiments/cc2017_subject1.yaml
+ARGS ?=
 
 # Nothing waits on the network: every model is loaded from local files.
 export HF_HUB_OFFLINE := 1
@@ -21,8 +23,8 @@ export PYTHONHASHSEED := 0
 # `make demo OMP_NUM_THREADS=2` (or any N) overrides it.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: help install lock test test-slow lint typecheck format demo simulate embed train-stage1 train-stage2 \
-        reconstruct evaluate sweep bench bench-all pretrained clean
+.PHONY: help install lock test test-slow lint typecheck format demo simulate embed train-stage1 \
+        train-stage2 reconstruct evaluate sweep bench bench-all pretrained clean pipeline rehearse
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -82,6 +84,12 @@ sweep: embed ## Run experiments/sweeps/$(SWEEP).yaml (make sweep SWEEP=interp_ra
 demo: $(STAMP) ## Install, then simulate → embed → stage 1 → stage 2 → reconstruct → evaluate
 	$(NC) demo --config experiments/demo.yaml
 
+pipeline: $(STAMP) ## Real data → metrics: make pipeline CONFIG=experiments/cc2017_subject1.yaml ARGS="source.root=… models.clip=…"
+	$(NC) pipeline --config $(CONFIG) $(ARGS)
+
+rehearse: $(STAMP) ## The real cc2017 chain on generated data + random-weight models (wiring, not quality)
+	$(NC) rehearse --out rehearsal
+
 bench: $(STAMP) ## Run the speed benchmarks (bench/*.py) and rewrite docs/benchmarks.md
 	$(PY) -m bench.run_all
 
@@ -95,4 +103,4 @@ pretrained: $(STAMP) ## Retrain the shipped tiny CLIP / VAE / video prior and th
 	$(NC) pretrain prior --out src/neurocine/pretrained/prior
 
 clean: ## Remove runs/, data/ and caches (keeps .venv)
-	rm -rf runs data .pytest_cache .ruff_cache .mypy_cache
+	rm -rf runs data rehearsal .pytest_cache .ruff_cache .mypy_cache

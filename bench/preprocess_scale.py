@@ -106,8 +106,7 @@ def write_movie(path: Path, size: int) -> None:
 
 def generate(root: Path, fraction: float, video_size: int) -> dict:
     """Write the replica; return what was written."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from cc2017_tree import standard_brain_models
+    from neurocine.rehearsal.release import standard_brain_models
 
     bm = standard_brain_models()
     n_columns = len(bm)

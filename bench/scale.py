@@ -17,7 +17,7 @@
    a CPU core, so every ``V`` is timed at the same small batch (``--batch``) and the per-sample
    time is scaled to the configured batch (no cross-sample term but the InfoNCE logits).
 2. **Preprocessing vs runs.** A cc2017 replica with the standard 91,282-grayordinate CIFTI
-   layout (``tests/cc2017_tree.py``'s ``build_cc2017_tree(standard=True)``: coded 64 × 80
+   layout (``neurocine.rehearsal.release``'s ``build_cc2017_tree(standard=True)``: coded 64 × 80
    movies, runs of ``--volumes`` kept volumes; each CIFTI header is made once per run length by
    nibabel and the data appended raw, as ``bench/preprocess_scale.py`` does) is converted by
    ``neurocine preprocess cc2017`` with ``data_modules/cc2017.yaml`` (cortex, nilearn cleaning,
@@ -91,11 +91,11 @@ def stage1_worker(data: Path, args: argparse.Namespace, out: Path) -> None:
 
     import lightning as L
     import torch
-    from omegaconf import OmegaConf
 
     from neurocine.config import load_config
     from neurocine.data.datamodule import FMRIVideoDataModule
     from neurocine.lit.stage1 import build_module
+    from neurocine.training import trainer_kwargs
 
     torch.set_num_threads(args.threads)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -122,7 +122,7 @@ def stage1_worker(data: Path, args: argparse.Namespace, out: Path) -> None:
                 trainer.should_stop = trainer.should_stop or elapsed >= args.min_seconds
 
     timer = StepTimer()
-    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    kwargs = trainer_kwargs(cfg)
     kwargs.update(
         max_steps=warmup + max(args.steps, args.max_steps),
         max_epochs=-1,
@@ -270,7 +270,7 @@ def measure_preprocess(args: argparse.Namespace, workdir: Path) -> tuple[list[di
     from bench.preprocess_scale import run_child
 
     _tests_on_path()
-    import cc2017_tree
+    from neurocine.rehearsal import release as cc2017_tree
 
     train, test = segment_lists(max(args.sizes))
     start = time.perf_counter()

@@ -13,7 +13,6 @@ import h5py
 import nibabel as nib
 import numpy as np
 import pytest
-from cc2017_tree import build_cc2017_tree, read_code
 from nibabel.cifti2 import LabelAxis, ScalarAxis
 from scipy.signal import detrend
 
@@ -23,6 +22,7 @@ from neurocine.data.preprocess_config import Cc2017Config, load_preprocess_confi
 from neurocine.data.schema import validate
 from neurocine.data.video import iter_tr_frames
 from neurocine.errors import ConfigError, DataError
+from neurocine.rehearsal.release import build_cc2017_tree, read_code
 
 DATA_MODULE = Path(__file__).resolve().parents[1] / "data_modules" / "cc2017.yaml"
 FPS = 2  # stored frames per second in the tests (F = 4 per 2 s TR)

@@ -20,7 +20,6 @@ import torch
 from diffusers import AutoencoderKL
 from diffusers.models.attention_processor import AttnProcessor2_0
 from factories import write_tiny_subject
-from omegaconf import OmegaConf
 
 from neurocine.config import load_config
 from neurocine.data.datamodule import FMRIVideoDataModule
@@ -35,6 +34,7 @@ from neurocine.models.video_unet import (
     inflate_unet,
     predict_noise,
 )
+from neurocine.training import trainer_kwargs
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 STAGE1_FULL = EXPERIMENTS / "stage1_full.yaml"
@@ -227,7 +227,7 @@ class StepRecorder(L.Callback):
 def one_step(cfg, module: L.LightningModule, datamodule, probe: torch.nn.Module, root: Path):
     """``trainer.fit`` for one optimizer step with the YAML's trainer settings (CPU, no files)."""
     recorder = StepRecorder(probe)
-    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    kwargs = trainer_kwargs(cfg)
     kwargs.update(max_steps=1, limit_val_batches=0, num_sanity_val_steps=0,
                   enable_progress_bar=False, default_root_dir=root)  # fmt: skip
     trainer = L.Trainer(**kwargs, logger=False, enable_checkpointing=False, callbacks=[recorder])

@@ -161,3 +161,29 @@ def test_bad_arrays_name_the_file_and_leave_nothing(release, tmp_path, capsys):
     with pytest.raises(DataError, match=r"video_test_256_3hz.npy: 2 segments × 10 TRs"):
         import_mindvideo(config(), tmp_path, "subject2", out, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".h5") == []
+
+
+def test_their_data_directory_and_the_arrays_folder_both_import(release, tmp_path, capsys):
+    """``--root`` takes MinD-Video's data directory (arrays in ``preprocessed/``) or the arrays."""
+    root, arrays = release
+    data_dir = tmp_path / "Wen"
+    (data_dir / "preprocessed").mkdir(parents=True)
+    for name in arrays:
+        (data_dir / "preprocessed" / name).symlink_to(root / name)
+    outputs = {}
+    for label, folder in (("data_dir", data_dir), ("arrays", data_dir / "preprocessed")):
+        out = tmp_path / f"{label}.h5"
+        args = ["import", "mindvideo", "--root", str(folder), "--subject", "2", "--out", str(out)]
+        assert main([*args, "--config", str(DATA_MODULE), "--no-progress", "fps=2"]) == 0
+        with h5py.File(out) as f:
+            outputs[label] = {k: f[f"test/{k}"][()] for k in ("fmri", "frames", "run")}
+    for key, value in outputs["arrays"].items():
+        np.testing.assert_array_equal(outputs["data_dir"][key], value)
+    capsys.readouterr()
+    # A data directory without the arrays still names the file it looked for, in root.
+    empty = tmp_path / "empty"
+    (empty / "preprocessed").mkdir(parents=True)
+    args = ["import", "mindvideo", "--root", str(empty), "--subject", "2", "--out", "x.h5"]
+    assert main([*args, "--config", str(DATA_MODULE), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{empty / 'fmri_train_subject2.npy'}: file not found" in err

@@ -93,3 +93,41 @@ def test_torchrun_two_nodes_disjoint_shards_identical_weights(tmp_path):
     assert weights[0].keys() == weights[1].keys()
     for key in weights[0]:
         assert torch.equal(weights[0][key], weights[1][key]), key
+
+
+@pytest.mark.slow
+def test_torchrun_two_nodes_through_the_neurocine_command(tmp_path):
+    """The same, as a user runs it: `torchrun … -m neurocine train stage1 … num_nodes=2`."""
+    from neurocine.lit.stage1 import steps_per_epoch
+
+    subject = write_tiny_subject(tmp_path / "s.h5")
+    epochs, port = 2, _free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PL_DISABLE_FORK": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
+                "--nproc-per-node", "1", "--rdzv-backend", "c10d",
+                "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "neurocine-cli"]  # fmt: skip
+    train = ["-m", "neurocine", "train", "stage1", f"data.path={subject}",
+             f"runs_dir={tmp_path / 'runs'}", "name=twonodes", "data.batch_size=4",
+             "encoder.patch_size=8", "encoder.embed_dim=16", "encoder.depth=1",
+             "encoder.num_heads=2", "encoder.out_tokens=2", "encoder.out_dim=8", "stage1.n_way=8",
+             "stage1.n_way_trials=2", f"trainer.max_epochs={epochs}", "trainer.num_nodes=2",
+             "trainer.strategy=ddp", "trainer.enable_progress_bar=false"]  # fmt: skip
+    nodes = [
+        subprocess.Popen(
+            [*torchrun, *train],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    logs = [node.communicate(timeout=300)[0] for node in nodes]
+    assert all(node.returncode == 0 for node in nodes), "\n".join(log[-2000:] for log in logs)
+    names = {p.name for p in (tmp_path / "runs" / "twonodes").iterdir()}
+    assert "latest" in names and len({n for n in names if n[0] not in ".l"}) == 1  # one run
+    run_dir = (tmp_path / "runs" / "twonodes" / "latest").resolve()
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    # 2 training runs of 10 TRs (val_runs 2 of 4): 20 windows, 10 per node, batches of 4.
+    assert ckpt["global_step"] == epochs * steps_per_epoch(20, 4, world_size=2) == epochs * 2
+    assert (run_dir / "encoder" / "config.json").is_file()

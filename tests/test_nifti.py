@@ -9,13 +9,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 import yaml
-from cc2017_tree import nifti_run, read_code, write_coded_video
 from scipy import signal
 
 from neurocine.data.nifti import preprocess_nifti
 from neurocine.data.preprocess_config import NiftiConfig, load_preprocess_config
 from neurocine.data.schema import validate
 from neurocine.errors import DataError
+from neurocine.rehearsal.release import nifti_run, read_code, write_coded_video
 
 SHAPE = (5, 6, 7)
 N_KEPT, DROP_FIRST, DROP_LAST = 12, 2, 3
@@ -187,3 +187,26 @@ def test_bad_input_names_the_file_and_leaves_nothing(dataset, tmp_path, make, ne
         preprocess_nifti(cfg, root, out, progress=False)
     assert needle in str(info.value) and "\n" not in str(info.value)
     assert not out.parent.exists() or not any(out.parent.iterdir())
+
+
+def test_pipeline_data_step_converts_a_nifti_dataset(dataset, tmp_path):
+    """``neurocine pipeline`` with ``source.kind=nifti``: paths relative to the YAML's folder."""
+    from neurocine.pipeline import STEPS, run_pipeline
+
+    (tmp_path / "stage.yaml").write_text("stage: stage1\n")
+    spec = tmp_path / "pipeline.yaml"
+    spec.write_text(
+        f"source: {{kind: nifti, config: {dataset['root'] / 'runs.yaml'}}}\n"
+        "models: {clip: null, stable_diffusion: null, image_classifier: null,"
+        " video_classifier: null}\n"
+        f"stage1: {tmp_path / 'stage.yaml'}\nstage2: {tmp_path / 'stage.yaml'}\n"
+        f"overrides: [data.path={tmp_path / 's7.h5'}, runs_dir={tmp_path / 'runs'}]\n"
+    )
+    first = run_pipeline(spec, progress=False, log=lambda line: None, steps=STEPS[:1])
+    summary = validate(tmp_path / "s7.h5")
+    assert first.status == {"data": "ran"} and (summary.dataset, summary.subject) == (
+        "tiny-nifti",
+        "7",
+    )
+    again = run_pipeline(spec, progress=False, log=lambda line: None, steps=STEPS[:1])
+    assert again.status == {"data": "skipped"}

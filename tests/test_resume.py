@@ -119,6 +119,49 @@ def test_stage2_resume_equals_uninterrupted(tiny_subject, tmp_path, monkeypatch)
     _check(make_cfg, monkeypatch, epochs=2)
 
 
+class _Killed(Exception):
+    """Stands for a kill between two training steps."""
+
+
+class _DieAtStep(L.Callback):
+    """Raises at the start of the batch after ``step`` optimizer steps (checkpoint first)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            raise _Killed
+
+
+def test_mid_epoch_checkpoint_resume_equals_uninterrupted(subject, tmp_path, monkeypatch):
+    """``trainer.checkpoint_every_n_steps``: a run killed inside an epoch resumes mid-epoch."""
+    make_cfg = lambda name, *extra: _stage1_cfg(  # noqa: E731
+        subject, tmp_path, name, "trainer.max_epochs=3", "trainer.checkpoint_every_n_steps=3",
+        *extra)  # fmt: skip
+    full = fit(make_cfg("full"))
+    per_epoch = (
+        torch.load(full / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] // 3
+    )
+    assert per_epoch > 3  # the step-3 checkpoints fall inside epochs
+    kill_step = next(s for s in range(per_epoch + 1, 2 * per_epoch) if s % 3 == 1)
+    build = training.build_trainer
+
+    def build_with_kill(cfg, run_dir, callbacks, monitor):
+        return build(cfg, run_dir, [*callbacks, _DieAtStep(kill_step)], monitor)
+
+    with monkeypatch.context() as patch, pytest.raises(_Killed):
+        patch.setattr(training, "build_trainer", build_with_kill)
+        fit(make_cfg("split"))
+    split = next(p for p in (tmp_path / "split").iterdir() if p.is_dir())
+    saved = torch.load(split / "checkpoints" / "last.ckpt", weights_only=True)
+    assert (saved["epoch"], saved["global_step"]) == (1, kill_step - 1)
+    assert 0 < saved["FMRIVideoDataModule"]["epoch_batches"] < per_epoch
+    resumed = fit(make_cfg("split", f"ckpt_path={split / 'checkpoints' / 'last.ckpt'}"))
+    assert resumed == split
+    _assert_same(_final(full), _final(resumed))
+
+
 def test_checkpoint_guard(subject, tmp_path):
     run = fit(_stage1_cfg(subject, tmp_path, "guard", "trainer.max_epochs=1"))
     last = run / "checkpoints" / "last.ckpt"

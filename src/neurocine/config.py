@@ -364,6 +364,8 @@ class SamplingConfig:
     init: str = param("noise", choices=("noise", "ridge"))
     # share of the DDIM steps that run from the initial video (ridge)
     strength: float = param(1.0, gt=0, le=1)
+    # decoded floats → grey levels: truncate (MinD-Video's (x * 255).astype(uint8)) | round
+    uint8: str = param("truncate", choices=("truncate", "round"))
 
 
 @dataclass
@@ -400,7 +402,9 @@ class EvaluationConfig:
     evaluator_dir: str | None = None  # trained evaluator; None: <data.path>.evaluator
     image_classifier: str | None = None  # local google/vit-base-patch16-224 (frame-based)
     video_classifier: str | None = None  # local MCG-NJU/videomae-base-finetuned-kinetics
-    clip_similarity: bool = True
+    clip_similarity: bool = True  # CLIP similarity and CLIP-pcc (temporal consistency)
+    clip: str | None = None  # a clip.preset or a local CLIP dir (ViT-L/14); None: the run's clip
+    ssim: str = param("mindvideo", choices=("mindvideo", "gray_gaussian", "neurons"))
     ridge_alphas: list[float] = param(
         factory=lambda: [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6], gt=0, min_items=1
     )
@@ -432,6 +436,11 @@ class TrainerConfig:
     check_val_every_n_epoch: int = param(1, ge=1)
     enable_progress_bar: bool = True
     deterministic: bool = False
+    # Not Trainer arguments (neurocine.training.build_trainer reads them):
+    checkpoint_every_n_steps: int = param(0, ge=0)  # > 0: also rewrite last.ckpt every N steps
+    slurm_requeue: bool = True  # under SLURM: save and requeue on requeue_signal
+    # what `sbatch --signal=USR1@90` sends before the time limit
+    requeue_signal: str = param("SIGUSR1", choices=("SIGUSR1", "SIGUSR2"))
 
 
 @dataclass

@@ -97,6 +97,17 @@ def is_embedded(path: str | Path) -> bool:
         return all(name in f[split] for split, names in _targets(f).items() for name in names)
 
 
+def embeddings_current(path: str | Path, cfg: Any) -> bool:
+    """True when :func:`embed_subject` would leave ``path`` alone: every split holds its
+    embeddings and none was made by another CLIP than ``cfg.clip``."""
+    validate(path)
+    with h5py.File(path, "r") as f:
+        wanted = _targets(f)
+        if not all(name in f[split] for split, names in wanted.items() for name in names):
+            return False
+        return not _stale(f, wanted, describe_clip(cfg.clip), str(cfg.clip.frame_reduce))
+
+
 def _embed_split(
     group: h5py.Group, names: list[str], model, preprocess, tokenizer, cfg, bar: tqdm
 ) -> dict[str, np.ndarray]:

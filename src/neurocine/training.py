@@ -4,6 +4,9 @@ A run lives in ``runs/<name>/<timestamp>/`` (docs/design.md §9) with ``config.y
 config), ``environment.json`` (package versions, git commit, argv), ``checkpoints/``
 (``last.ckpt`` and the best by the module's monitored metric), ``logs/`` (CSV and TensorBoard
 event files) and whatever the module exports (stage 1: ``encoder/``).
+``last.ckpt`` is rewritten at every epoch end and, with ``trainer.checkpoint_every_n_steps``,
+every N optimizer steps (a resumed run then continues mid-epoch). Under SLURM the warning signal
+saves and requeues the job, which continues the same run (:mod:`neurocine.slurm`).
 ``status.json`` says whether it is running, finished, failed or interrupted
 (:mod:`neurocine.run_status`). ``runs/<name>/latest`` points at the run that finished last, so
 stage 2's ``encoder_ckpt`` can name ``runs/stage1/latest/encoder``; ``ckpt_path=last`` resumes
@@ -36,10 +39,11 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from neurocine.config import check_config, save_config
-from neurocine.data.datamodule import FMRIVideoDataModule
+from neurocine.data.datamodule import FMRIVideoDataModule, epoch_batches_done
 from neurocine.errors import CheckpointError, ConfigError, NeuroCineError
 from neurocine.fileio import atomic_path
 from neurocine.run_status import list_runs, resumable_run, write_status
+from neurocine.slurm import cluster_plugins, record_run, requeued_run
 
 STAGES = ("stage1", "stage2")
 RUN_DIR_ENV = "NEUROCINE_RUN_DIR"
@@ -128,9 +132,13 @@ def resolve_run(cfg: DictConfig) -> tuple[Path, str | None]:
         path = Path(ckpt)
         if not path.is_file():
             raise CheckpointError(f"{path}: checkpoint not found")
-        return path.resolve().parent.parent, str(path)
+        folder = path.resolve().parent  # <run>/checkpoints/x.ckpt, or <run>/hpc_ckpt_<k>.ckpt
+        return (folder.parent if folder.name == "checkpoints" else folder), str(path)
     if inherited:
         return Path(inherited), None
+    requeued = requeued_run(cfg.runs_dir, cfg.name) if is_launcher_process() else None
+    if requeued is not None:  # this SLURM job was preempted and requeued: continue its run
+        return requeued
     if not is_launcher_process():
         # Another node of a torchrun/SLURM job: rank 0 owns the run directory and Lightning
         # broadcasts its checkpoint path; this rank writes nothing of its own.
@@ -144,23 +152,34 @@ class RunStateCallback(L.Callback):
     Lightning restores the model, optimizers, loops and the DataModule's state but not the
     process RNG (dropout, diffusion timesteps); without it a resumed run draws differently from
     an uninterrupted one. The stage stamp lets :func:`check_checkpoint` refuse a checkpoint of
-    the other stage before anything is loaded.
+    the other stage before anything is loaded. Creating the training loader's iterator draws
+    once from the process RNG: at an epoch's start in both runs, but after a mid-epoch
+    checkpoint only in the resumed one, so there the state is set again before its first batch.
     """
 
     def __init__(self, stage: str) -> None:
         self.stage = stage
+        self._pending_rng: torch.Tensor | None = None
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         checkpoint["neurocine"] = {
             "stage": self.stage,
             "format": CHECKPOINT_FORMAT,
             "torch_rng": torch.get_rng_state(),
+            "mid_epoch": epoch_batches_done(trainer) > 0,
         }
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         state = checkpoint.get("neurocine")
         if state is not None:
             torch.set_rng_state(state["torch_rng"])
+            if state.get("mid_epoch"):
+                self._pending_rng = state["torch_rng"]
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._pending_rng is not None:
+            torch.set_rng_state(self._pending_rng)
+            self._pending_rng = None
 
 
 def check_checkpoint(path: str | Path, stage: str) -> None:
@@ -186,6 +205,15 @@ def check_checkpoint(path: str | Path, stage: str) -> None:
         raise CheckpointError(f"{path}: a {stamp.get('stage')} checkpoint, cannot resume {stage}")
 
 
+NOT_TRAINER_ARGUMENTS = ("checkpoint_every_n_steps", "slurm_requeue", "requeue_signal")
+
+
+def trainer_kwargs(cfg: DictConfig) -> dict:
+    """``cfg.trainer`` as ``lightning.Trainer`` keyword arguments (NeuroCine's own keys removed)."""
+    kwargs = cast(dict[str, Any], OmegaConf.to_container(cfg.trainer, resolve=True))
+    return {k: v for k, v in kwargs.items() if k not in NOT_TRAINER_ARGUMENTS}
+
+
 def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list, monitor) -> L.Trainer:
     """A Lightning Trainer from ``cfg.trainer`` with NeuroCine's checkpoints and loggers."""
     directory = run_dir / "checkpoints"
@@ -203,16 +231,27 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list, monitor) -> L
             dirpath=directory, filename="best", monitor=monitor[0], mode=monitor[1], save_top_k=1
         )
         checkpoints.insert(0, best)
+    every_n_steps = int(cfg.trainer.checkpoint_every_n_steps)
+    if every_n_steps > 0:  # also rewrite last.ckpt inside long epochs (resumes mid-epoch)
+        checkpoints.append(
+            ModelCheckpoint(
+                dirpath=directory,
+                filename="last",
+                every_n_train_steps=every_n_steps,
+                save_top_k=1,
+                enable_version_counter=False,
+            )
+        )
     loggers = [
         CSVLogger(run_dir, name="logs", version=""),
         TensorBoardLogger(run_dir, name="logs", version="", default_hp_metric=False),
     ]
-    kwargs = cast(dict[str, Any], OmegaConf.to_container(cfg.trainer, resolve=True))
     return L.Trainer(
         default_root_dir=run_dir,
         callbacks=[*checkpoints, RunStateCallback(cfg.stage), *callbacks],
         logger=loggers,
-        **kwargs,
+        plugins=cluster_plugins(cfg.trainer),
+        **trainer_kwargs(cfg),
     )
 
 
@@ -303,6 +342,7 @@ def fit(cfg: DictConfig) -> Path:
         if ckpt_path is not None:
             rotate_csv_log(run_dir)
         save_config(cfg, run_dir / "config.yaml")
+        record_run(run_dir, cfg.runs_dir, cfg.name)
         with atomic_path(run_dir / "environment.json") as tmp:
             tmp.write_text(json.dumps(environment(), indent=2))
         write_status(run_dir, "running")

@@ -106,7 +106,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     imp = sub.add_parser("import", help="convert another project's preprocessed release")
     kinds = imp.add_subparsers(dest="dataset", required=True, metavar="DATASET")
     p = kinds.add_parser("mindvideo", help="MinD-Video's cc2017 arrays (.npy)")
-    p.add_argument("--root", required=True, help="folder holding the .npy arrays")
+    p.add_argument(
+        "--root",
+        required=True,
+        help="MinD-Video's data directory (with preprocessed/) or the folder of .npy arrays",
+    )
     p.add_argument("--subject", required=True, help="subjectN (or N)")
     _common(p, "mindvideo", "data module name or YAML (default mindvideo)")
     p.set_defaults(func=_mindvideo)

@@ -216,16 +216,27 @@ def _batch_is_ready(batch: Any) -> dict[str, torch.Tensor]:
     return batch
 
 
+def epoch_batches_done(trainer: L.Trainer | None) -> int:
+    """Training batches of the current epoch already trained on; 0 outside one or at its end."""
+    if trainer is None or not trainer.training:
+        return 0
+    # Lightning declares current as _ReadyCompletedTracker; its default is a _ProcessedTracker
+    done = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)  # type: ignore[attr-defined]
+    return done if done < trainer.num_training_batches else 0
+
+
 class EpochShuffleSampler(Sampler[int]):
     """Shuffle with a permutation drawn from ``seed + epoch``.
 
     The order of epoch ``e`` depends only on ``(seed, e)``, so a run resumed at an epoch
     boundary sees the same data order as an uninterrupted one. Lightning calls
-    :meth:`set_epoch` at the start of every epoch.
+    :meth:`set_epoch` at the start of every epoch. ``skip`` leaves out the first indices of the
+    next iteration only: a run resumed mid-epoch continues the same permutation where it
+    stopped (``len`` stays ``n``, as Lightning counts the skipped batches as done).
     """
 
-    def __init__(self, n: int, seed: int) -> None:
-        self.n, self.seed, self.epoch = n, seed, 0
+    def __init__(self, n: int, seed: int, skip: int = 0) -> None:
+        self.n, self.seed, self.epoch, self.skip = n, seed, 0, skip
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -235,7 +246,8 @@ class EpochShuffleSampler(Sampler[int]):
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        return iter(torch.randperm(self.n, generator=generator).tolist())
+        skip, self.skip = self.skip, 0
+        return iter(torch.randperm(self.n, generator=generator).tolist()[skip:])
 
 
 class FMRIVideoDataModule(L.LightningDataModule):
@@ -283,6 +295,7 @@ class FMRIVideoDataModule(L.LightningDataModule):
         self.datasets: dict[str, SubjectWindows] = {}
         self._generator: torch.Generator | None = None
         self._generator_state: torch.Tensor | None = None
+        self._resume_batches = 0  # training batches of the current epoch a checkpoint had done
         self.n_voxels: int | None = None
         self.clip_dim: int | None = None
         self.frames_shape: tuple[int, ...] | None = None
@@ -344,15 +357,22 @@ class FMRIVideoDataModule(L.LightningDataModule):
             cache_limit_mb=float(self.cfg.data.cache_limit_mb),
         )
 
-    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+    def _loader(self, name: str, shuffle: bool, skip_batches: int = 0) -> DataLoader:
         if name not in self.datasets:
             raise SchemaError(f"{self.path}: no '{name}' samples (is the split in the file?)")
         dataset = self.datasets[name]
         workers = int(self.cfg.data.num_workers)
+        batch_size = int(self.cfg.data.batch_size)
+        # Under DDP the sampler is sharded by stride: each rank's k batches were the first
+        # k · batch · world indices of the permutation.
+        world = self.trainer.world_size if self.trainer is not None else 1
+        skip = skip_batches * batch_size * world
         return DataLoader(
             dataset,
-            batch_size=int(self.cfg.data.batch_size),
-            sampler=EpochShuffleSampler(len(dataset), int(self.cfg.seed)) if shuffle else None,
+            batch_size=batch_size,
+            sampler=EpochShuffleSampler(len(dataset), int(self.cfg.seed), skip)
+            if shuffle
+            else None,
             collate_fn=_batch_is_ready,
             num_workers=workers,
             persistent_workers=workers > 0,
@@ -360,7 +380,8 @@ class FMRIVideoDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        skip, self._resume_batches = self._resume_batches, 0
+        return self._loader("train", shuffle=True, skip_batches=skip)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)
@@ -417,9 +438,18 @@ class FMRIVideoDataModule(L.LightningDataModule):
         return batch
 
     def state_dict(self) -> dict:
-        """The augmentation generator's state, saved in Lightning checkpoints."""
-        return {"augment_generator": self._generator.get_state() if self._generator else None}
+        """Saved in Lightning checkpoints: the augmentation generator and the epoch's position.
+
+        A checkpoint written inside an epoch (``trainer.checkpoint_every_n_steps``, a SLURM
+        preemption) records how many of the epoch's batches were trained on; the resumed
+        training loader starts after them.
+        """
+        return {
+            "augment_generator": self._generator.get_state() if self._generator else None,
+            "epoch_batches": epoch_batches_done(self.trainer),
+        }
 
     def load_state_dict(self, state_dict: dict) -> None:
         self._generator_state = state_dict.get("augment_generator")
         self._generator = None
+        self._resume_batches = int(state_dict.get("epoch_batches", 0))

@@ -9,6 +9,11 @@ MinD-Video (Chen et al. 2023) distributes cc2017 as NumPy arrays (names from
 - ``text_{train,test}_256_3hz.npy``: ``[S, 240, 6]`` one caption per frame;
 - ``test_seg_id_3hz.npy``: ``[5, 240]`` scene ids (``"-"`` in an id: the clip spans a cut).
 
+``--root`` is either the folder holding the arrays or MinD-Video's data directory as their code
+reads it (``create_Wen_dataset(data_dir)`` opens ``<data_dir>/preprocessed/…``): when the
+training fMRI is not in ``root`` but in ``root/preprocessed``, that sub-folder is used
+(:func:`array_folder`).
+
 Segment ``s`` becomes run ``s + 1`` (the segment number). Arrays are memory-mapped and copied
 segment by segment (frames in blocks of ``block_trs`` TRs), so the 5 GB training video never sits
 in memory. The TR's caption is its ``caption_frame``-th frame caption. fMRI are z-scored per
@@ -64,6 +69,23 @@ def load_array(path: Path, allow_pickle: bool = False) -> np.ndarray:
         return np.load(path, allow_pickle=True)
     except Exception as exc:
         raise DataError(f"{path}: cannot read .npy ({type(exc).__name__}: {exc})") from exc
+
+
+def array_folder(cfg: DictConfig, root: str | Path, subject: str) -> Path:
+    """The folder holding the arrays: ``root`` itself, or ``root/preprocessed`` (their layout).
+
+    ``root`` wins when its training fMRI exists there (or neither place has it, so the "file
+    not found" error names ``root``'s path).
+    """
+    root = Path(root)
+    nested = root / "preprocessed"
+    try:
+        name = cfg.fmri_train.format(subject=subject)
+    except (KeyError, IndexError, ValueError):
+        return root  # _split_arrays names the bad pattern
+    if not (root / name).exists() and (nested / name).exists():
+        return nested
+    return root
 
 
 def _strings(values: np.ndarray) -> list[str]:
@@ -148,7 +170,8 @@ def import_mindvideo(
     cfg : DictConfig
         A validated :class:`~neurocine.data.preprocess_config.MindVideoConfig`.
     root : str or Path
-        Folder holding the arrays.
+        Folder holding the arrays, or MinD-Video's data directory with them in
+        ``preprocessed/``.
     subject : str or int
         ``subjectN`` (or ``N``).
     out : str or Path
@@ -158,6 +181,7 @@ def import_mindvideo(
     if not root.is_dir():
         raise DataError(f"{root}: folder not found")
     subject = subject_name(subject)
+    root = array_folder(cfg, root, subject)
     per_tr = frames_per_tr(cfg.tr_s, cfg.fps)
     splits = {split: _split_arrays(cfg, root, split, subject) for split in ("train", "test")}
     for arrays in splits.values():

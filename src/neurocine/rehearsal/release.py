@@ -1,4 +1,4 @@
-"""Miniature raw datasets for the converter tests: cc2017 tree, NIfTI runs, coded videos.
+"""Miniature raw datasets (cc2017 tree, NIfTI runs, coded videos): converter tests, rehearsal.
 
 Videos are "coded": every source frame shows its own frame number and the video's id as
 black/white blocks (a 4 × 4 grid of bits), so a stored frame tells which movie and which
