@@ -5,6 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 NC := $(VENV)/bin/neurocine
 STAMP := $(VENV)/.installed
+# The tested environment: every package at an exact version, torch as below (`make lock`).
+LOCK := requirements/lock.txt
+TORCH := 2.13.0
 SWEEP ?= mask_ratio
 DATA ?= data/sim/subject1.h5
 CONFIG ?= experiments/cc2017_subject1.yaml
@@ -20,31 +23,43 @@ export PYTHONHASHSEED := 0
 # `make demo OMP_NUM_THREADS=2` (or any N) overrides it.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: help install test test-slow lint format demo simulate embed train-stage1 train-stage2 \
-        reconstruct evaluate sweep bench bench-all bench-gpu pretrained clean pipeline rehearse
+.PHONY: help install lock test test-slow lint typecheck format demo simulate embed train-stage1 \
+        train-stage2 reconstruct evaluate sweep bench bench-all bench-gpu pretrained clean pipeline \
+        rehearse
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
 	  awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): $(LOCK) setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet torch==2.13.0
-	$(VENV)/bin/pip install --quiet -e ".[dev]"
+	$(VENV)/bin/pip install --quiet -r $(LOCK)
+	$(VENV)/bin/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-install: $(STAMP) ## Create .venv and install torch==2.13.0 + neurocine[dev]
+install: $(STAMP) ## Create .venv and install the locked environment (requirements/lock.txt) + neurocine
+
+# pip-compile keeps the pins already in the lock and resolves only what setup.cfg changed;
+# `make lock UPGRADE=1` re-resolves everything to the newest versions allowed.
+lock: $(STAMP) ## Re-resolve requirements/lock.txt from setup.cfg (dev extra; torch at TORCH)
+	echo "torch==$(TORCH)" | CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quiet \
+	  --extra dev --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links \
+	  $(if $(UPGRADE),--upgrade) --output-file $(LOCK) setup.cfg -
+	sed -i -E -e 's/^(torch==[^+ ]+)\+[A-Za-z0-9.]+$$/\1/' \
+	  -e 's/^(    #( via|  )) -r -$$/\1 the Makefile (TORCH)/' $(LOCK)
 
 lint: $(STAMP) ## ruff format --check + ruff check
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 
+typecheck: $(STAMP) ## mypy on src/neurocine (settings in pyproject.toml)
+	$(VENV)/bin/mypy
+
 format: $(STAMP) ## Apply ruff format and autofixes
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-test: lint ## Install, lint, then run the fast tests
+test: lint typecheck ## Install, lint, type-check, then run the fast tests
 	$(PY) -m pytest -q --durations=15
 
 test-slow: $(STAMP) ## Run the long tests (DDP, resume, demo, recipes)
@@ -93,4 +108,4 @@ pretrained: $(STAMP) ## Retrain the shipped tiny CLIP / VAE / video prior and th
 	$(NC) pretrain prior --out src/neurocine/pretrained/prior
 
 clean: ## Remove runs/, data/ and caches (keeps .venv)
-	rm -rf runs data rehearsal .pytest_cache .ruff_cache
+	rm -rf runs data rehearsal .pytest_cache .ruff_cache .mypy_cache

@@ -150,7 +150,7 @@ def main() -> int:
             "metrics": scored["rows"], "paired": scored["paired"], "n_clips": scored["n_clips"],
             "metrics_md": metrics_md, "run": run2.name,
             "sampling": {k: cfg.sampling[k] for k in ("steps", "init", "strength")}}  # fmt: skip
-    write_result("demo", TITLE, table, data, notes(data))
+    write_result("demo", TITLE, table, data, notes(data), places={workdir: "WORKDIR"})
     return 0
 
 

@@ -72,7 +72,7 @@ def train_one(overrides: list[str], out: Path) -> None:
     encoder = FMRIEncoder.load(run_dir / "encoder").eval()
     dm = FMRIVideoDataModule(cfg, augment=False)
     dm.setup("fit")
-    record = {"run_dir": str(run_dir), "train_s": wall, "samples_per_s": float(np.median(rates)),
+    record = {"run": run_dir.name, "train_s": wall, "samples_per_s": float(np.median(rates)),
               "val_top1_50way_per_epoch": vals,
               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # fmt: skip
     for split in ("val", "test"):

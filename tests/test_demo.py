@@ -100,6 +100,9 @@ def test_bad_demo_files_fail_before_anything_runs(tmp_path):
     (tmp_path / "typo.yaml").write_text(text + "stage3_overrides: []\n")
     with pytest.raises(ConfigError, match="stage3_overrides"):
         load_demo_spec(tmp_path / "typo.yaml")
+    (tmp_path / "list.yaml").write_text("- demo\n- stage1\n")
+    with pytest.raises(ConfigError, match="list.yaml: expected a mapping of demo keys"):
+        load_demo_spec(tmp_path / "list.yaml")
     assert main(["demo", "--config", str(spec), "trainer.max_epochs=many"]) == 2
     assert not (tmp_path / "sim.h5").exists() and not (tmp_path / "runs").exists()
 

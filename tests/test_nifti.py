@@ -151,6 +151,12 @@ def test_training_repeats_as_separate_runs(dataset, tmp_path):
         assert f["train/frames"].shape[0] == 4 * N_KEPT
 
 
+def mgh_run(root: Path) -> dict:
+    """A 4D image nibabel reads, in FreeSurfer's MGH format rather than NIfTI."""
+    nib.save(nib.MGHImage(np.zeros((3, 4, 5, 6), np.float32), np.eye(4)), root / "bold.mgz")
+    return {"bold": "bold.mgz"}
+
+
 def bad_runs(dataset, tmp_path: Path, replace: dict) -> Path:
     """A copy of the YAML whose first run has the keys in ``replace``."""
     block = yaml.safe_load(dataset["config"].read_text())
@@ -165,6 +171,7 @@ def bad_runs(dataset, tmp_path: Path, replace: dict) -> Path:
     [
         (lambda root: {"bold": "nope.nii.gz"}, "nope.nii.gz: missing BOLD run"),
         (lambda root: {"bold": "mask.nii.gz"}, "mask.nii.gz: expected a 4D NIfTI"),
+        (mgh_run, "bold.mgz: expected a 4D NIfTI BOLD image, got a MGHImage"),
         (lambda root: {"video": "short.mp4"}, "short.mp4: video is shorter than its fMRI"),
         (lambda root: {"video": "broken.mp4"}, "broken.mp4: cannot read video"),
     ],

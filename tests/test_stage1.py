@@ -167,6 +167,7 @@ def test_text_only_training_keeps_the_best_checkpoint_by_the_text_n_way(tiny_sub
     run_dir = fit(cfg)  # the image n-way is not logged: monitoring it stopped the fit
     assert (run_dir / "checkpoints" / "best.ckpt").is_file()
     assert any("val/top1_5way_text" in row for row in read_metrics(run_dir))
+    assert list((run_dir / "logs").glob("events.out.tfevents.*"))  # TensorBoard's, beside the CSV
 
 
 def test_file_without_embeddings_says_run_embed(tmp_path):

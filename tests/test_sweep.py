@@ -11,9 +11,9 @@ import pytest
 from factories import write_tiny_subject
 from PIL import Image
 
-from neurocine.analysis.runs import read_run_log
+from neurocine.analysis.runs import read_run_log, sweep_spec
 from neurocine.cli import main
-from neurocine.errors import ConfigError
+from neurocine.errors import CheckpointError, ConfigError
 from neurocine.sweep import expand, final_metrics, load_spec, point_id, run_sweep
 
 REPO = Path(__file__).resolve().parent.parent
@@ -199,6 +199,12 @@ def test_final_metrics_are_the_last_logged_values(tmp_path):
     assert list(table["step"]) == [4, 4, 9, 9, 14, 19, 19]
     assert np.isnan(table["val/loss"][:5]).all() and table["val/loss"][6] == 0.7
     assert read_run_log(tmp_path, as_frame=True).shape == (7, 5)
+
+
+def test_a_sweep_spec_that_is_not_a_mapping_is_refused(tmp_path):
+    (tmp_path / "sweep.yaml").write_text("- seed\n- data.augment.mask_ratio\n")
+    with pytest.raises(CheckpointError, match="sweep.yaml: not a sweep spec"):
+        sweep_spec(tmp_path)
 
 
 @pytest.mark.slow

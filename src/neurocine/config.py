@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
@@ -112,8 +112,10 @@ class Valid:
                 text = f"in {low}, {high}"
             elif low:
                 text = f"{'≥' if self.ge is not None else '>'} {low[1:]}"
-            else:
+            elif high:
                 text = f"{'≤' if self.le is not None else '<'} {high[:-1]}"
+            else:  # no bound declared: _in_range accepts every number
+                text = "a number"
         if self.also:
             text += "".join(f" or {a}" for a in self.also)
         if isinstance(value, list) and self.test is None:
@@ -293,7 +295,8 @@ class Stage1Config:
 class UNetConfig:
     """Video denoiser (a diffusers 2-D UNet inflated with motion modules) and its latent space."""
 
-    # random (random init: demo, tests) | sd15 | tiny (later: shipped prior)
+    # random (random init, pixel space: tests) | sd15 (Stable Diffusion 1.x from `pretrained`)
+    # | tiny (the shipped VAE + video prior, or the same layout in `pretrained`: the demo)
     preset: str = param("random", choices=("random", "sd15", "tiny"))
     pretrained: str | None = None  # sd15: local Stable Diffusion 1.x directory (unet/, vae/)
     gradient_checkpointing: bool = False
@@ -647,9 +650,8 @@ def check_config(cfg: DictConfig, source: str = "") -> DictConfig:
     for key, valid, value in _declared(cfg, prefix):
         if not valid.accepts(value):
             raise ConfigError(f"{key}={value!r}: must be {valid.describe(value)}")
-    if isinstance(OmegaConf.get_type(cfg), type) and issubclass(
-        OmegaConf.get_type(cfg), ExperimentConfig
-    ):
+    schema = OmegaConf.get_type(cfg)
+    if isinstance(schema, type) and issubclass(schema, ExperimentConfig):
         for rule in CROSS_RULES:
             message = rule(cfg)
             if message:
@@ -684,7 +686,7 @@ def _read_yaml(path: Path) -> DictConfig:
 def merge_layer(base: DictConfig, layer: DictConfig, source: str) -> DictConfig:
     """Merge one layer into a structured config, naming ``source`` in any error."""
     try:
-        return OmegaConf.merge(base, layer)
+        return cast(DictConfig, OmegaConf.merge(base, layer))  # the type of the base
     except OmegaConfBaseException as exc:
         raise ConfigError(f"{source}: {_describe(exc)}") from exc
 

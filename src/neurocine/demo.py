@@ -84,6 +84,8 @@ def load_demo_spec(path: str | Path) -> DictConfig:
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"{path}: not valid YAML: {first}") from exc
+    if not isinstance(layer, DictConfig):
+        raise ConfigError(f"{path}: expected a mapping of demo keys at the top level")
     return merge_layer(OmegaConf.structured(DemoSpec), layer, str(path))
 
 
@@ -150,7 +152,8 @@ def run_demo(
     evaluation = evaluate_run(run2, progress=progress)
     step("evaluate")
     recon = load_run(run2).reconstructions()
-    grid_gif, names = None, []
+    grid_gif = None
+    names: list[str] = []
     if recon is not None:
         rows, names = comparison_rows(recon, n=8)
         grid_gif = write_gif(samples / "grid.gif", grid_frames(rows), recon.fps)

@@ -551,7 +551,7 @@ class PretrainedClassifier:
         if self.video is None:
             return None
         model, processor = self.video
-        n_frames = int(getattr(model.config, "num_frames", videos.shape[1]))
+        n_frames = int(getattr(model.config, "num_frames", None) or videos.shape[1])
         pick = np.round(np.linspace(0, videos.shape[1] - 1, n_frames)).astype(int)
         out = []
         for start in range(0, len(videos), self.batch_size):

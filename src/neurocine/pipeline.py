@@ -324,11 +324,18 @@ def _reconstruct_done(ctx: Context) -> bool:
         return False
 
 
+def _latest_stage2(ctx: Context) -> Path:
+    run = ctx.latest("stage2")
+    if run is None:
+        raise NeuroCineError(f"{ctx.runs('stage2')}: no finished stage-2 run (its latest link)")
+    return run
+
+
 def _reconstruct_run(ctx: Context) -> None:
     from neurocine.reconstruct import reconstruct
 
     limit = ctx.stage2.evaluation.reconstruct_limit
-    run = ctx.latest("stage2")
+    run = _latest_stage2(ctx)
     reconstruct(
         run, run / SAMPLES, limit=limit, device=ctx.spec.reconstruct_device, progress=ctx.progress
     )
@@ -350,7 +357,7 @@ def _evaluate_done(ctx: Context) -> bool:
 def _evaluate_run(ctx: Context) -> None:
     from neurocine.evaluation import evaluate_run
 
-    evaluate_run(ctx.latest("stage2"), progress=ctx.progress)
+    evaluate_run(_latest_stage2(ctx), progress=ctx.progress)
 
 
 STEPS = (

@@ -20,10 +20,10 @@ videos and the grid are encoded by :mod:`neurocine.media`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence, Sized
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import h5py
 import numpy as np
@@ -182,6 +182,8 @@ def _check_model_fits(
     decoder: VideoDecoder, datamodule: FMRIVideoDataModule, cfg: DictConfig, source: str
 ) -> None:
     """ConfigError when the run's model does not fit the data (voxels, window, clip shape)."""
+    if datamodule.n_voxels is None or datamodule.frames_shape is None:
+        raise RuntimeError("set up the DataModule (with frames) before checking the model")
     check_compatible(decoder.encoder, int(datamodule.n_voxels), int(cfg.data.window), None, source)
     if tuple(datamodule.frames_shape) != decoder.frames_shape:
         raise ConfigError(
@@ -294,7 +296,8 @@ def reconstruct(
         sampling, lambda: fit_pixel_ridge(cfg, *datamodule.train_arrays())
     )
     loader = datamodule.loader(split, batch_size=int(sampling.batch_size))
-    total = len(loader.dataset) if limit is None else min(int(limit), len(loader.dataset))
+    n_clips = len(cast(Sized, loader.dataset))  # the DataModule's datasets have a length
+    total = n_clips if limit is None else min(int(limit), n_clips)
     sampling_started = time.perf_counter()
     recon, truth, index = sample_loader(
         decoder, loader, total, sampling, low_level, progress, f"reconstruct {split}"

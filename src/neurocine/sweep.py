@@ -47,7 +47,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
@@ -209,7 +209,7 @@ def _read_json(path: Path) -> dict | None:
 
 def stage1_hash(cfg: DictConfig) -> str:
     """12 hex digits of the stage-1-relevant part of a config (see :data:`NOT_STAGE1`)."""
-    data = OmegaConf.to_container(cfg, resolve=True)
+    data = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     for key in NOT_STAGE1:
         data.pop(key, None)
     return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]

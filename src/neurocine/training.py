@@ -2,8 +2,8 @@
 
 A run lives in ``runs/<name>/<timestamp>/`` (docs/design.md §9) with ``config.yaml`` (the resolved
 config), ``environment.json`` (package versions, git commit, argv), ``checkpoints/``
-(``last.ckpt`` and the best by the module's monitored metric), ``logs/`` (CSV, and TensorBoard
-when installed) and whatever the module exports (stage 1: ``encoder/``).
+(``last.ckpt`` and the best by the module's monitored metric), ``logs/`` (CSV and TensorBoard
+event files) and whatever the module exports (stage 1: ``encoder/``).
 ``last.ckpt`` is rewritten at every epoch end and, with ``trainer.checkpoint_every_n_steps``,
 every N optimizer steps (a resumed run then continues mid-epoch). Under SLURM the warning signal
 saves and requeues the job, which continues the same run (:mod:`neurocine.slurm`).
@@ -29,13 +29,13 @@ import time
 import warnings
 from contextlib import contextmanager
 from importlib import metadata
-from importlib.util import find_spec
 from pathlib import Path
+from typing import Any, cast
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from neurocine.config import check_config, save_config
@@ -96,7 +96,7 @@ def unmark_latest(run_dir: Path) -> None:
 
 def environment() -> dict:
     """Versions, git commit and command line, recorded with every run."""
-    versions = {}
+    versions: dict[str, str | None] = {}
     for package in PACKAGES:
         try:
             versions[package] = metadata.version(package)
@@ -210,7 +210,7 @@ NOT_TRAINER_ARGUMENTS = ("checkpoint_every_n_steps", "slurm_requeue", "requeue_s
 
 def trainer_kwargs(cfg: DictConfig) -> dict:
     """``cfg.trainer`` as ``lightning.Trainer`` keyword arguments (NeuroCine's own keys removed)."""
-    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    kwargs = cast(dict[str, Any], OmegaConf.to_container(cfg.trainer, resolve=True))
     return {k: v for k, v in kwargs.items() if k not in NOT_TRAINER_ARGUMENTS}
 
 
@@ -242,11 +242,10 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list, monitor) -> L
                 enable_version_counter=False,
             )
         )
-    loggers = [CSVLogger(run_dir, name="logs", version="")]
-    if find_spec("tensorboard") is not None:
-        from lightning.pytorch.loggers import TensorBoardLogger
-
-        loggers.append(TensorBoardLogger(run_dir, name="logs", version="", default_hp_metric=False))
+    loggers = [
+        CSVLogger(run_dir, name="logs", version=""),
+        TensorBoardLogger(run_dir, name="logs", version="", default_hp_metric=False),
+    ]
     return L.Trainer(
         default_root_dir=run_dir,
         callbacks=[*checkpoints, RunStateCallback(cfg.stage), *callbacks],
@@ -354,10 +353,11 @@ def fit(cfg: DictConfig) -> Path:
                     "ignore", r"Found \d+ module\(s\) in eval mode", UserWarning
                 )
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-        if trainer.is_global_zero and hasattr(module, "export"):
+        export = getattr(module, "export", None)
+        if trainer.is_global_zero and export is not None:
             if getattr(module, "export_checkpoint", "last") == "best":
                 restore_best(trainer, module, run_dir)
-            module.export(run_dir)
+            export(run_dir)
     except BaseException as exc:
         if launcher:
             if isinstance(exc, KeyboardInterrupt | SystemExit):  # Lightning: Ctrl-C → exit(1)
@@ -420,10 +420,16 @@ def restore_best(trainer: L.Trainer, module: L.LightningModule, run_dir: Path) -
     epoch) exports its last weights and records that.
     """
     best = next(
-        (c for c in trainer.checkpoint_callbacks if getattr(c, "filename", None) == "best"), None
+        (
+            c
+            for c in trainer.checkpoint_callbacks
+            if isinstance(c, ModelCheckpoint) and c.filename == "best"
+        ),
+        None,
     )
     path = Path(best.best_model_path) if best is not None and best.best_model_path else None
-    if path is None or not path.is_file():
+    info: dict[str, Any]
+    if best is None or path is None or not path.is_file():
         info = {"checkpoint": "last", "reason": "no best checkpoint was written"}
     else:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)

@@ -308,5 +308,7 @@ def sweep_spec(path: str | Path) -> DictConfig:
     if not spec_path.is_file():
         raise CheckpointError(f"{spec_path}: no sweep.yaml")
     spec = OmegaConf.load(spec_path)
+    if not isinstance(spec, DictConfig):
+        raise CheckpointError(f"{spec_path}: not a sweep spec (a mapping of keys)")
     OmegaConf.set_struct(spec, True)
     return spec

@@ -104,7 +104,7 @@ class RidgeDecoder:
 def fit_ridge(
     train_x: np.ndarray,
     train_y: np.ndarray,
-    alphas: Sequence[float] = DEFAULT_ALPHAS,
+    alphas: Sequence[float] | np.ndarray = DEFAULT_ALPHAS,
     cv: int | list[tuple[np.ndarray, np.ndarray]] = 5,
     backend: str = "numpy",
     solver: str = "auto",
@@ -196,7 +196,8 @@ def collect_split(
     ``fmri_key="fmri_clean"`` reads the noise-free windows of simulated data instead (the
     DataModule must be built with ``read_clean=True``): the SNR ceiling of a decoder.
     """
-    fmri, index, targets = [], [], {}
+    fmri, index = [], []
+    targets: dict[str, list[np.ndarray]] = {}
     for batch in datamodule.loader(split, batch_size=batch_size):
         if fmri_key not in batch:
             raise DataError(f"{datamodule.path}: batches have no '{fmri_key}' (read_clean=True?)")
@@ -220,7 +221,7 @@ def collect_split(
 
 def ridge_baseline(
     datamodule: Any,
-    alphas: Sequence[float] = DEFAULT_ALPHAS,
+    alphas: Sequence[float] | np.ndarray = DEFAULT_ALPHAS,
     splits: Sequence[str] = ("val", "test"),
     n_way: int = 50,
     num_trials: int = 100,

@@ -14,6 +14,7 @@ import sys
 import traceback
 import warnings
 from collections.abc import Sequence
+from typing import NoReturn
 
 from neurocine import __version__
 from neurocine.config import ConfigWarning
@@ -39,7 +40,7 @@ COMMAND_MODULES = (
 class OneLineParser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors are one line (``neurocine: error: …``), exit 2."""
 
-    def error(self, message: str) -> None:
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"neurocine: error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 

@@ -86,5 +86,7 @@ class RepeatMean:
         self.count += 1
 
     def mean(self, rezscore: bool) -> np.ndarray:
+        if self.total is None:
+            raise DataError(f"{self.where}: no repeat was added")
         out = (self.total / self.count).astype(np.float32)
         return zscore(out) if rezscore else out

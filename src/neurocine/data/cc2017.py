@@ -71,6 +71,12 @@ class RunFile:
     kept: slice | None = None  # set by check_inputs
     series: DenseSeries | None = None  # set by check_inputs
 
+    def read(self, columns: np.ndarray) -> np.ndarray:
+        """The kept volumes of the grayordinate ``columns`` (``read_columns``), after the checks."""
+        if self.series is None or self.kept is None:
+            raise RuntimeError(f"{self.path}: read before check_inputs set its header")
+        return read_columns(self.series, columns, self.kept)
+
 
 @dataclass
 class Segment:
@@ -228,7 +234,7 @@ def reproducibility_scores(
             continue
         repeats = []
         for run in seg.runs:
-            repeats.append(_clean(cfg, read_columns(run.series, columns, run.kept)))
+            repeats.append(_clean(cfg, run.read(columns)))
             bar.update(1)
         zs.append(fisher_z(repeat_correlation(repeats)).astype(np.float32))
         del repeats
@@ -307,14 +313,14 @@ def _segment_runs(cfg: DictConfig, seg: Segment, columns: np.ndarray, bar):
     if seg.split == "test" or cfg.average_train_repeats:
         mean = RepeatMean(f"{seg.split} segment {seg.segment}")
         for run in seg.runs:
-            mean.add(_clean(cfg, read_columns(run.series, columns, run.kept)), str(run.path))
+            mean.add(_clean(cfg, run.read(columns)), str(run.path))
             bar.update(1)
         yield seg.segment, mean.mean(cfg.clean.zscore_average)
         return
     for run in seg.runs:
         if run.repeat >= 100:
             raise ConfigError(f"{run.path}: repeat {run.repeat} ≥ 100 cannot make a run id")
-        fmri = _clean(cfg, read_columns(run.series, columns, run.kept))
+        fmri = _clean(cfg, run.read(columns))
         bar.update(1)
         yield 100 * seg.segment + run.repeat, fmri
 

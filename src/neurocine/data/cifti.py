@@ -224,6 +224,8 @@ def read_dlabel(path: str | Path, bm: BrainModelAxis) -> np.ndarray:
     path = Path(path)
     try:
         img = nib.load(path)
+        if not isinstance(img, nib.Cifti2Image):
+            raise TypeError(f"it is a {type(img).__name__}")
         axes = [img.header.get_axis(i) for i in range(img.ndim)]
         data = np.asarray(img.dataobj)
     except Exception as exc:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import h5py
 import lightning as L
@@ -229,8 +230,8 @@ class SubjectWindows(Dataset):
         return batch
 
 
-def _batch_is_ready(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """collate_fn: ``__getitems__`` already returns the batch."""
+def _batch_is_ready(batch: Any) -> dict[str, torch.Tensor]:
+    """collate_fn: ``__getitems__`` already returns the batch (a dict, not DataLoader's list)."""
     return batch
 
 
@@ -238,7 +239,8 @@ def epoch_batches_done(trainer: L.Trainer | None) -> int:
     """Training batches of the current epoch already trained on; 0 outside one or at its end."""
     if trainer is None or not trainer.training:
         return 0
-    done = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+    # Lightning declares current as _ReadyCompletedTracker; its default is a _ProcessedTracker
+    done = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)  # type: ignore[attr-defined]
     return done if done < trainer.num_training_batches else 0
 
 

@@ -218,7 +218,7 @@ def _append_segment(cfg, writer, split: str, s: int, arrays: dict, progress: boo
     if not np.isfinite(fmri).all():
         raise DataError(f"{arrays['fmri'][0]}: non-finite values in segment {s + 1}")
     n_trs = fmri.shape[0]
-    rows = {
+    rows: dict[str, np.ndarray | list[str]] = {
         "fmri": zscore(fmri) if cfg.zscore_runs else fmri,
         "run": np.full(n_trs, s + 1, np.int32),
     }

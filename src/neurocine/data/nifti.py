@@ -39,15 +39,17 @@ class NiftiRun:
     segment: int
     bold: Path
     video: Path
-    kept: slice | None = None
+    kept: slice  # the volumes left after drop_first / drop_last
 
 
-def _load_4d(path: Path):
+def _load_4d(path: Path) -> nib.Nifti1Image:
     try:
         img = nib.load(path)
     except Exception as exc:
         raise DataError(f"{path}: cannot read as NIfTI ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image) or img.ndim != 4:
+    if not isinstance(img, nib.Nifti1Image):  # Nifti2Image is a Nifti1Image
+        raise DataError(f"{path}: expected a 4D NIfTI BOLD image, got a {type(img).__name__}")
+    if img.ndim != 4:
         raise DataError(f"{path}: expected a 4D NIfTI BOLD image, got shape {img.shape}")
     return img
 
@@ -59,18 +61,19 @@ def plan_nifti(cfg: DictConfig, root: str | Path) -> tuple[dict, float]:
     grid = None
     tr_s = cfg.tr_s
     for spec in cfg.runs:
-        run = NiftiRun(spec.split, int(spec.segment), root / spec.bold, root / spec.video)
-        for path, what in ((run.bold, "BOLD run"), (run.video, "stimulus video")):
+        bold, video = root / spec.bold, root / spec.video
+        for path, what in ((bold, "BOLD run"), (video, "stimulus video")):
             if not path.is_file():
                 raise DataError(f"{path}: missing {what} ({spec.split} segment {spec.segment})")
-        img = _load_4d(run.bold)
+        img = _load_4d(bold)
         n = img.shape[3]
         if n - cfg.drop_first - cfg.drop_last < 1:
             raise DataError(
-                f"{run.bold}: {n} volumes cannot lose drop_first={cfg.drop_first} + "
+                f"{bold}: {n} volumes cannot lose drop_first={cfg.drop_first} + "
                 f"drop_last={cfg.drop_last}"
             )
-        run.kept = slice(cfg.drop_first, n - cfg.drop_last)
+        kept = slice(cfg.drop_first, n - cfg.drop_last)
+        run = NiftiRun(spec.split, int(spec.segment), bold, video, kept)
         if grid is None:
             grid = (img.shape[:3], img.affine, run.bold)
             if tr_s is None:

@@ -147,7 +147,7 @@ def sample_scenes(
     lengths = np.concatenate(
         [_durations(rng, n, min_frames, scene_mean_s * fps) for n in run_frames]
     )
-    n = lengths.shape[0]
+    n = int(lengths.shape[0])
     start = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     perms = np.concatenate([rng.permutation(N_CLASSES) for _ in range(-(-n // N_CLASSES))])[:n]
     shape, colour = np.divmod(perms, len(COLOURS))

@@ -22,6 +22,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -219,7 +220,7 @@ class SubjectWriter:
 def write_subject(
     path: str | Path,
     *,
-    meta: Mapping[str, object],
+    meta: Mapping[str, Any],
     voxels: Mapping[str, np.ndarray],
     splits: Mapping[str, Mapping[str, np.ndarray]],
 ) -> Path:

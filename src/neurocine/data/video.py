@@ -122,7 +122,8 @@ def iter_tr_frames(
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         rate = float(stream.average_rate) if stream.average_rate else None
-        prev = prev_t = None
+        prev = None
+        prev_t: float | None = None
         prev_rgb = None  # the converted ``prev``, when one sample already used it
         last_step = 1.0 / rate if rate else None
         try:
@@ -146,7 +147,7 @@ def iter_tr_frames(
                     last_step = t - prev_t
                 prev, prev_t, prev_rgb = frame, t, None
             # The last frame covers the samples before its end (its time + one frame period).
-            if prev is not None and j < n:
+            if prev is not None and prev_t is not None and j < n:
                 end = prev_t + (last_step or 0.0)
                 while j < n and times[j] < end - _TOL_S:
                     if prev_rgb is None:

@@ -42,7 +42,11 @@ FORMAT_VERSION = 1
 MANIFEST = "stage2.json"
 
 
-def check_condition_dims(encoder: FMRIEncoder, adapter: ConditionAdapter, unet: nn.Module) -> None:
+def check_condition_dims(
+    encoder: FMRIEncoder,
+    adapter: ConditionAdapter,
+    unet: UNetMotionModel | UNet3DConditionModel,
+) -> None:
     """Raise ConfigError when encoder output, projection and UNet cross-attention disagree."""
     enc, ada = encoder.config, adapter.config
     if ada.source == "embedding":
@@ -81,7 +85,7 @@ class VideoDecoder(nn.Module):
         self,
         encoder: FMRIEncoder,
         adapter: ConditionAdapter,
-        unet: nn.Module,
+        unet: UNetMotionModel | UNet3DConditionModel,
         codec: LatentCodec,
         scheduler: DependentDDPMScheduler,
         frames_shape: tuple[int, int, int],

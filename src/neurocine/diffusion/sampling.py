@@ -131,7 +131,7 @@ def ddim_sample(
     for i, t in enumerate(timesteps):
         model_input = ddim.scale_model_input(latents, t)
         eps = guided_noise(unet, model_input, t, cond, null_cond, guidance_scale)
-        latents = ddim.step(eps, t, latents, eta=eta, generator=generator).prev_sample
+        latents = ddim.step(eps, t, latents, eta=eta, generator=generator, return_dict=False)[0]
         if callback is not None:
             callback(i + 1, len(timesteps))
     return latents

@@ -18,6 +18,7 @@ They save and load with ``save_config``/``from_config`` like any diffusers sched
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,6 +31,8 @@ from neurocine.diffusion.noise import Generator, check_ratio, dependent_noise
 
 class DependentNoiseMixin:
     """The noise draws of a scheduler with ``dependent_ratio``/``dependent_mode`` in its config."""
+
+    config: Any  # the scheduler's (diffusers' ConfigMixin, after this class in the MRO)
 
     def sample_noise(
         self,
@@ -66,7 +69,8 @@ class DependentNoiseMixin:
                 device=original_samples.device,
                 dtype=original_samples.dtype,
             )
-        return super().add_noise(original_samples, noise, timesteps)
+        # a mixin: the diffusers scheduler after it in the MRO defines add_noise
+        return super().add_noise(original_samples, noise, timesteps)  # type: ignore[misc]
 
 
 class DependentDDPMScheduler(DependentNoiseMixin, DDPMScheduler):

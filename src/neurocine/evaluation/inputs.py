@@ -43,7 +43,10 @@ def find_reconstructions(path: str | Path) -> RunSamples:
     if not (path / "config.yaml").is_file():
         raise CheckpointError(f"{path}: no config.yaml and no {RECONSTRUCTIONS}: not a run")
     h5_path = path / SAMPLES_DIR / RECONSTRUCTIONS
-    if not h5_path.is_file() and OmegaConf.load(path / "config.yaml").get("stage") == "stage1":
+    if (
+        not h5_path.is_file()
+        and OmegaConf.select(OmegaConf.load(path / "config.yaml"), "stage") == "stage1"
+    ):
         raise CheckpointError(
             f"{path}: a stage-1 run has no reconstructions: train stage 2 on its encoder "
             f"(stage2.encoder_ckpt={path / 'encoder'}), then reconstruct and evaluate that run"

@@ -45,7 +45,7 @@ def paired_note(result: dict[str, Any], model: str = "neurocine") -> str | None:
     ]
     if not parts:
         return None
-    first = next(iter(next(iter(paired.values())).values()), {})
+    first: dict[str, Any] = next(iter(next(iter(paired.values())).values()), {})
     over = f" over {first['groups']} scenes" if first.get("groups", 0) < first.get("n", 0) else ""
     return (
         f"{labels.get(model, model)} minus each row, paired over the same clips and n-way draws "

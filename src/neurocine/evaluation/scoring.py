@@ -64,7 +64,9 @@ class Scorer:
     notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._gt_frame = self._gt_video = self._gt_clip = None
+        self._gt_frame: np.ndarray | None = None  # the classifier's, None without one
+        self._gt_video: np.ndarray | None = None
+        self._gt_clip: torch.Tensor | None = None
         self.ways: dict[str, list[int]] = {"frame": [], "video": []}
         if self.classifier is not None:
             self._gt_frame, self._gt_video = self.classifier.probs(self.truth)
@@ -86,6 +88,8 @@ class Scorer:
 
     def _clip_frames(self, videos: np.ndarray, batch: int = 32) -> torch.Tensor:
         """CLIP embedding of every frame ``[N, F, D]``, a few clips at a time."""
+        if self.clip is None:
+            raise RuntimeError("Scorer: no CLIP to embed with")
         model, preprocess, _ = self.clip
         chunks = [
             frame_embeddings(model, preprocess, videos[i : i + batch])
@@ -123,17 +127,21 @@ class Scorer:
         }
         if self.classifier is not None:
             frame_probs, video_probs = self.classifier.probs(pred)
+            # self.ways[kind] is empty where the classifier gave no ground-truth probabilities
+            gt_frame, gt_video = self._gt_frame, self._gt_video
             for suffix, k_true in NWAY_PROTOCOLS.items():
                 k = self.k_true if k_true is None else k_true
                 for n in self.ways["frame"]:
-                    out[f"frame_{n}way{suffix}"] = frame_based_n_way_per_video(
-                        frame_probs, self._gt_frame, n, self.num_trials, 1, k, self._generator()
-                    ).numpy()
+                    if gt_frame is not None:
+                        out[f"frame_{n}way{suffix}"] = frame_based_n_way_per_video(
+                            frame_probs, gt_frame, n, self.num_trials, 1, k, self._generator()
+                        ).numpy()
                 for n in self.ways["video"]:
-                    out[f"video_{n}way{suffix}"] = video_based_n_way_per_video(
-                        video_probs, self._gt_video, n, self.num_trials, 1, k, self._generator()
-                    ).numpy()
-        if self.clip is not None:
+                    if gt_video is not None:
+                        out[f"video_{n}way{suffix}"] = video_based_n_way_per_video(
+                            video_probs, gt_video, n, self.num_trials, 1, k, self._generator()
+                        ).numpy()
+        if self.clip is not None and self._gt_clip is not None:
             frames = self._clip_frames(pred)
             ours = reduce_frame_embeddings(frames, self.clip[2])
             out["clip_similarity"] = (

@@ -12,7 +12,9 @@ for i and j either way. So the standard loss already treats exact duplicates as 
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping
+from functools import reduce
 
 import torch
 import torch.nn.functional as F
@@ -61,5 +63,5 @@ def contrastive_loss(
     }
     if not parts:
         raise ValueError(f"no target with a positive weight among {sorted(targets)}: {weights}")
-    total = sum(weights[name] * loss for name, loss in parts.items())
+    total = reduce(operator.add, (weights[name] * loss for name, loss in parts.items()))
     return total, parts

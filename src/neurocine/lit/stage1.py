@@ -20,12 +20,15 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import h5py
 import lightning as L
 import torch
+from lightning.fabric.utilities.data import AttributeDict
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import nn
+from torchmetrics import Metric
 
 from neurocine.errors import ConfigError, SchemaError
 from neurocine.lit.losses import contrastive_loss
@@ -86,6 +89,8 @@ class ContrastiveEncoderModule(L.LightningModule):
         Which weights :meth:`export` writes: the best epoch by :attr:`checkpoint_monitor` (the
         driver restores it before exporting) or the last.
     """
+
+    hparams: AttributeDict  # what save_hyperparameters stores (Lightning types it as a mapping)
 
     def __init__(
         self,
@@ -183,7 +188,7 @@ class ContrastiveEncoderModule(L.LightningModule):
             detached = embedding.detach().float()
             for name, value in targets.items():
                 for key in self._metric_keys(stage, name):
-                    self.metrics[key].update(detached, value)
+                    cast(Metric, self.metrics[key]).update(detached, value)
         return loss
 
     def _metric_keys(self, stage: str, target: str) -> list[str]:
@@ -195,7 +200,7 @@ class ContrastiveEncoderModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         for metric in self.metrics.values():
-            metric.reset()
+            cast(Metric, metric).reset()
 
     def on_train_epoch_start(self) -> None:
         self._epoch_samples = 0
@@ -221,7 +226,8 @@ class ContrastiveEncoderModule(L.LightningModule):
         self._common_step(batch, "test")
 
     def _log_metrics(self, stage: str) -> None:
-        for key, metric in self.metrics.items():
+        for key, module in self.metrics.items():
+            metric = cast(Metric, module)  # nn.ModuleDict is typed as holding any Module
             if key.startswith(f"{stage}/") and metric.update_called:
                 self.log(key, metric.compute(), prog_bar=key == self.checkpoint_monitor[0])
                 metric.reset()
@@ -232,7 +238,7 @@ class ContrastiveEncoderModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test")
 
-    def configure_optimizers(self) -> dict:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         decay, no_decay = [], []
         for name, param in self.named_parameters():
             if not param.requires_grad:

@@ -24,10 +24,12 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.data import AttributeDict
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import nn
 
 from neurocine.config import require
@@ -52,6 +54,9 @@ from neurocine.models.video_unet import (
     UNET_TRAINABLE as UNET_TRAINABLE,  # stage2.unet_trainable's choices (config checks)
 )
 
+if TYPE_CHECKING:
+    from diffusers import UNet3DConditionModel, UNetMotionModel
+
 MODEL_DIR = "model"
 OPTIMIZERS = ("adamw", "adamw_8bit")
 FROZEN_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -66,7 +71,7 @@ class VideoDiffusionModule(L.LightningModule):
         The stage-1 encoder (injected).
     adapter : ConditionAdapter
         Condition projection + null condition.
-    unet : nn.Module
+    unet : UNetMotionModel or UNet3DConditionModel
         Video denoiser (``UNetMotionModel``).
     codec : LatentCodec
         Pixels ⇄ the denoiser's space.
@@ -102,12 +107,13 @@ class VideoDiffusionModule(L.LightningModule):
     """
 
     checkpoint_monitor = ("val/loss", "min")
+    hparams: AttributeDict  # what save_hyperparameters stores (Lightning types it as a mapping)
 
     def __init__(
         self,
         encoder: FMRIEncoder,
         adapter: ConditionAdapter,
-        unet: nn.Module,
+        unet: UNetMotionModel | UNet3DConditionModel,
         codec: LatentCodec,
         noise_scheduler: DependentDDPMScheduler | None = None,
         frames_shape: tuple[int, int, int] = (6, 32, 32),
@@ -137,7 +143,8 @@ class VideoDiffusionModule(L.LightningModule):
         self.noise_scheduler = noise_scheduler or training_scheduler(
             clip_sample=not codec.is_latent
         )
-        self.frames_shape = tuple(int(s) for s in frames_shape)
+        n_frames, height, width = frames_shape
+        self.frames_shape = (int(n_frames), int(height), int(width))
         codec.latent_shape(*self.frames_shape)  # fail early on sizes the codec cannot fold
         if freeze_encoder:
             self.encoder.requires_grad_(False)
@@ -249,10 +256,13 @@ class VideoDiffusionModule(L.LightningModule):
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._common_step(batch, "test", self._fixed_generator(batch_idx))
 
-    def configure_optimizers(self) -> dict:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         hp = self.hparams
         groups: list[dict[str, Any]] = []
-        parts = [("unet", self.unet, hp.lr), ("adapter", self.adapter, hp.lr)]
+        parts: list[tuple[str, nn.Module, float]] = [
+            ("unet", self.unet, hp.lr),
+            ("adapter", self.adapter, hp.lr),
+        ]
         if not hp.freeze_encoder:
             parts.append(("encoder", self.encoder, hp.encoder_lr))
         for _, module, lr in parts:
@@ -440,7 +450,8 @@ def build_module(cfg: Any, datamodule: Any) -> VideoDiffusionModule:
     s2 = cfg.stage2
     if datamodule.frames_shape is None:
         raise SchemaError(f"{cfg.data.path}: /train/frames: missing dataset (stage 2 needs pixels)")
-    frames_shape = tuple(int(s) for s in datamodule.frames_shape)
+    n_frames, height, width = datamodule.frames_shape
+    frames_shape = (int(n_frames), int(height), int(width))
     source = str(s2.encoder_ckpt)
     encoder = load_stage1_encoder(source)
     check_compatible(encoder, int(datamodule.n_voxels), int(cfg.data.window), None, source=source)

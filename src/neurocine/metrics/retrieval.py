@@ -103,6 +103,8 @@ class _EmbeddingPairs(Metric):
     is_differentiable = False
     higher_is_better = True
     full_state_update = False
+    query: list[torch.Tensor]  # states registered by add_state
+    keys: list[torch.Tensor]
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -131,6 +133,9 @@ class RetrievalTopK(_EmbeddingPairs):
         returns the mean over batches weighted by batch size ("among the batch", docs/design.md §5);
         nothing but two counters is kept.
     """
+
+    hits: torch.Tensor  # states registered by add_state
+    total: torch.Tensor
 
     def __init__(self, k: int = 1, within_batch: bool = False, **kwargs: Any) -> None:
         if k < 1:

@@ -32,6 +32,9 @@ float64, and equal scikit-image's results to float64 rounding.
 
 from __future__ import annotations
 
+import operator
+from functools import reduce
+
 import numpy as np
 import torch
 
@@ -104,11 +107,11 @@ def _gaussian_valid(z: torch.Tensor, columns_only: bool) -> torch.Tensor:
     """
     taps = _gaussian_taps(z.device)
     h = z.shape[-2] - GAUSSIAN_WIN + 1
-    out = sum(taps[i] * z[..., i : i + h, :] for i in range(GAUSSIAN_WIN))
+    out = reduce(operator.add, (taps[i] * z[..., i : i + h, :] for i in range(GAUSSIAN_WIN)))
     if columns_only:
         return out
     w = z.shape[-1] - GAUSSIAN_WIN + 1
-    return sum(taps[i] * out[..., i : i + w] for i in range(GAUSSIAN_WIN))
+    return reduce(operator.add, (taps[i] * out[..., i : i + w] for i in range(GAUSSIAN_WIN)))
 
 
 def _frame_ssim_gray_gaussian(p: torch.Tensor, t: torch.Tensor, columns_only: bool) -> torch.Tensor:

@@ -289,7 +289,9 @@ class FMRIEncoder(ModelMixin, ConfigMixin):
         self.num_patches = (
             num_voxels // patch_size if drop_remainder else math.ceil(num_voxels / patch_size)
         )
-        self.patch_embed = nn.Module()
+        # .proj (a Conv1d, "shared") or .weight / .bias (per patch): attributes set by branch, so
+        # typed Any; the names are the checkpoints' keys.
+        self.patch_embed: Any = nn.Module()
         if patch_embedding == "shared":
             self.patch_embed.proj = nn.Conv1d(1, embed_dim, patch_size, stride=patch_size)
         else:

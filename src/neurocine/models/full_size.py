@@ -10,8 +10,8 @@ randomly initialised directory of that architecture, which
 weights: same classes, shapes, attention processors and motion modules; only the numbers differ.
 Use it to check a full-size setup (memory, step time, DDP) before the real weights are at hand::
 
-    write_random_sd("/tmp/sd15-random")  # ~3.7 GB of float32 weights
-    neurocine train stage2 --config experiments/stage2_full.yaml unet.pretrained=/tmp/sd15-random …
+    write_random_sd("data/sd15-random")  # ~3.7 GB of float32 weights
+    neurocine train stage2 --config experiments/stage2_full.yaml unet.pretrained=data/sd15-random …
 """
 
 from __future__ import annotations

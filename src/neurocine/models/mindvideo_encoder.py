@@ -70,6 +70,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         weights = path / name
         if not weights.is_file():
             continue
+        state: Any  # a state dict, MinD-Video's {"model": state dict, …}, or anything pickled
         try:
             if name.endswith(".safetensors"):
                 from safetensors.torch import load_file

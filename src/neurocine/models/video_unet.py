@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -528,5 +528,5 @@ def video_to_frames(video: torch.Tensor, uint8: str = "round") -> torch.Tensor:
     ``uint8``: ``round`` to the nearest grey level, or ``truncate`` as MinD-Video does
     (:func:`neurocine.metrics.to_uint8`).
     """
-    pixels = to_uint8((video.detach().float() + 1.0) * 0.5, uint8)
+    pixels = cast(torch.Tensor, to_uint8((video.detach().float() + 1.0) * 0.5, uint8))  # same kind
     return pixels.permute(0, 2, 3, 4, 1).contiguous()

@@ -17,12 +17,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -54,6 +55,9 @@ from neurocine.pretrain.common import (
     write_card,
 )
 from neurocine.pretrain.data import PretrainClips
+
+if TYPE_CHECKING:
+    from transformers import CLIPModel
 
 
 @dataclass
@@ -156,7 +160,7 @@ class ClipPretrainModule(L.LightningModule):
         A :class:`ClipRecipe` (lr, weight_decay, warmup_steps, steps, seed).
     """
 
-    def __init__(self, model: torch.nn.Module, recipe: DictConfig) -> None:
+    def __init__(self, model: CLIPModel, recipe: DictConfig) -> None:
         super().__init__()
         self.model = model
         self.recipe = recipe
@@ -181,7 +185,7 @@ class ClipPretrainModule(L.LightningModule):
         self.log("train/logit_scale", self.model.logit_scale.exp())
         return loss
 
-    def configure_optimizers(self) -> dict:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         return adamw_with_schedule(self, self.model.parameters(), self.recipe)
 
 

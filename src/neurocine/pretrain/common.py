@@ -15,10 +15,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -74,7 +75,7 @@ def load_recipe(schema: type, overrides: Sequence[str] = ()) -> DictConfig:
     """``schema``'s defaults ← ``key=value`` overrides (strict: unknown keys are errors)."""
     cfg = OmegaConf.structured(schema)
     try:
-        cfg = OmegaConf.merge(cfg, parse_overrides(overrides))
+        cfg = cast(DictConfig, OmegaConf.merge(cfg, parse_overrides(overrides)))
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None)
         first = str(exc).strip().splitlines()[0]
@@ -111,7 +112,9 @@ def warmup_cosine_lambda(warmup_steps: int, total_steps: int) -> Callable[[int],
     return factor
 
 
-def adamw_with_schedule(module: L.LightningModule, params, cfg: DictConfig) -> dict:
+def adamw_with_schedule(
+    module: L.LightningModule, params, cfg: DictConfig
+) -> OptimizerLRSchedulerConfig:
     """AdamW + per-step warm-up/cosine schedule, as ``configure_optimizers`` returns it."""
     opt = torch.optim.AdamW(params, lr=float(cfg.lr), weight_decay=float(cfg.weight_decay))
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -162,7 +165,7 @@ def build_trainer(cfg: DictConfig, log_dir: Path) -> L.Trainer:
         callbacks=callbacks,
         accelerator=str(cfg.accelerator),
         devices=1,
-        precision=str(cfg.precision),
+        precision=cfg.precision,
         max_steps=int(cfg.steps),
         max_epochs=-1,
         logger=CSVLogger(str(log_dir), name="", version=""),

@@ -18,6 +18,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -93,7 +94,8 @@ def pretrain_clips(
     # About 1 − tr_s / scene_mean_s of the clips hold no cut; draw runs with some margin.
     keep_rate = max(0.2, 1.0 - tr_s / scene_mean_s)
     n_runs = int(np.ceil(n_clips / (TRS_PER_RUN * keep_rate) * 1.1)) + 1
-    frames, captions, labels, attrs = [], [], [], {k: [] for k in _ATTRS}
+    frames, captions, labels = [], [], []
+    attrs: dict[str, list[np.ndarray]] = {k: [] for k in _ATTRS}
     total = 0
     while total < n_clips:
         scenes = render.sample_scenes(
@@ -147,11 +149,11 @@ def cached_clips(cache: str | os.PathLike | None = None, **params) -> PretrainCl
     clips = pretrain_clips(**params)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
-            np.savez(
-                fh,
-                frames=clips.frames,
-                caption=np.asarray(clips.caption),
-                label=clips.label,
+            arrays: dict[str, Any] = {
+                "frames": clips.frames,
+                "caption": np.asarray(clips.caption),
+                "label": clips.label,
                 **clips.attributes,
-            )
+            }
+            np.savez(fh, **arrays)
     return clips

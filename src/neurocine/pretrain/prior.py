@@ -31,11 +31,12 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -117,7 +118,9 @@ def unet_config(recipe: DictConfig) -> DictConfig:
         "cross_attention_dim",
         "zero_init_motion",
     )
-    return OmegaConf.merge(OmegaConf.structured(UNetConfig), {k: recipe[k] for k in keys})
+    return cast(
+        DictConfig, OmegaConf.merge(OmegaConf.structured(UNetConfig), {k: recipe[k] for k in keys})
+    )
 
 
 def build_prior(recipe: DictConfig, latent_channels: int, clip_dim: int):
@@ -203,7 +206,7 @@ class PriorPretrainModule(L.LightningModule):
                 for p, e in zip(self._params(), self._ema, strict=True):
                     p.copy_(e)
 
-    def configure_optimizers(self) -> dict:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         return adamw_with_schedule(self, self._params(), self.recipe)
 
 

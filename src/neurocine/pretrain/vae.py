@@ -19,10 +19,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -43,6 +45,9 @@ from neurocine.pretrain.common import (
     write_card,
 )
 from neurocine.pretrain.data import PretrainClips
+
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKL
 
 
 @dataclass
@@ -92,7 +97,7 @@ class VaePretrainModule(L.LightningModule):
         A :class:`VaeRecipe`.
     """
 
-    def __init__(self, vae: torch.nn.Module, recipe: DictConfig) -> None:
+    def __init__(self, vae: AutoencoderKL, recipe: DictConfig) -> None:
         super().__init__()
         self.vae = vae
         self.recipe = recipe
@@ -132,7 +137,7 @@ class VaePretrainModule(L.LightningModule):
         self.log("train/kl", kl)
         return loss
 
-    def configure_optimizers(self) -> dict:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         return adamw_with_schedule(self, self.vae.parameters(), self.recipe)
 
 
