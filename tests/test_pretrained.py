@@ -13,7 +13,7 @@ import torch
 from omegaconf import OmegaConf
 
 from neurocine.cli import main
-from neurocine.config import ClipConfig, UNetConfig
+from neurocine.config import ClipConfig, UNetConfig, load_config
 from neurocine.errors import CheckpointError, ConfigError
 from neurocine.fileio import atomic_dir
 from neurocine.models.clip_targets import (
@@ -34,6 +34,7 @@ from neurocine.pretrain.data import cached_clips, pretrain_clips
 from neurocine.pretrain.prior import PriorRecipe, load_prior
 from neurocine.pretrain.vae import load_vae, reconstruction_quality
 
+ROOT = Path(__file__).resolve().parent.parent
 NAMES = ("clip", "vae", "prior")
 # Shipped folder → the `neurocine pretrain` recipe that wrote it (clip_eval: a second CLIP).
 RECIPES = {"clip": "clip", "vae": "vae", "prior": "prior", "clip_eval": "clip"}
@@ -265,3 +266,12 @@ def test_default_data_config_matches_the_simulated_world():
     assert (d.height, d.width, d.fps, d.tr_s, d.scene_mean_s) == (
         s.height, s.width, s.fps, s.tr_s, s.scene_mean_s
     )  # fmt: skip
+
+
+def test_shipped_experiments_score_with_a_clip_they_were_not_conditioned_on():
+    from neurocine.demo import load_demo_spec, stage_configs
+
+    _, stage2 = stage_configs(load_demo_spec(ROOT / "experiments" / "demo.yaml"))
+    assert stage2.clip.preset == "tiny" and stage2.evaluation.clip == "tiny_eval"
+    standalone = load_config(ROOT / "experiments" / "stage2.yaml")
+    assert standalone.evaluation.clip == "tiny_eval"
