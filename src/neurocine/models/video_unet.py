@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, MotionAdapter, UNet2DConditionModel, UNetMotionModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.loaders.peft import PeftAdapterMixin
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import logging as diffusers_logging
 from einops import rearrange
@@ -294,8 +295,18 @@ def set_trainable(
 
         names = lora_target_names(unet, list(lora_targets))
         # peft leaves only the adapters trainable; lora_B starts at zero (output unchanged).
-        unet.add_adapter(LoraConfig(r=int(lora_rank), lora_alpha=float(lora_alpha),
-                                    target_modules=names, init_lora_weights=True))  # fmt: skip
+        # peft annotates lora_alpha as int; it is used as a float scale (alpha / rank).
+        config = LoraConfig(
+            r=int(lora_rank),
+            lora_alpha=float(lora_alpha),  # type: ignore[arg-type]
+            target_modules=names,
+            init_lora_weights=True,
+        )
+        if not isinstance(unet, PeftAdapterMixin):
+            raise ConfigError(
+                f"stage2.unet_trainable={mode}: {type(unet).__name__} does not take peft adapters"
+            )
+        unet.add_adapter(config)
     if mode in ("motion", "motion_lora"):
         for name, param in unet.named_parameters():  # diffusers' freeze_unet2d_params, + LoRA
             param.requires_grad_("motion_modules" in name or "lora_" in name)
