@@ -63,6 +63,7 @@ class DataConfig:
     window: int = 2
     lag_trs: int = 0
     val_runs: int = 2  # the last N training runs are held out for validation
+    train_runs: int | None = None  # train on the first N remaining runs only (None: all)
     batch_size: int = 32
     num_workers: int = 0
     cache_limit_mb: float = 512.0  # splits whose fMRI is larger are read from disk per batch
