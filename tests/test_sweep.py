@@ -19,7 +19,15 @@ from PIL import Image
 from neurocine.analysis.runs import read_run_log
 from neurocine.cli import main
 from neurocine.errors import ConfigError
-from neurocine.sweep import expand, final_metrics, jobs, load_spec, point_id, run_sweep
+from neurocine.sweep import (
+    expand,
+    final_metrics,
+    jobs,
+    load_spec,
+    make_executor,
+    point_id,
+    run_sweep,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -204,6 +212,48 @@ out_dir: {tmp_path / "out"}
     assert len(results) == 2
     assert len(list((root / "submitit").glob("*/*_log.out"))) == 2
     assert len(runs_in(root / "stage1")) == 2
+
+
+def test_slurm_launcher_writes_partition_time_and_gpus_into_the_sbatch_file(
+    experiment, tmp_path, monkeypatch, capsys
+):
+    spec = write_sweep(
+        tmp_path / "cluster.yaml",
+        f"""
+base: {experiment}
+sweep: {{data.augment.mask_ratio: [0.0]}}
+launcher:
+  name: slurm
+  partition: gpu
+  time_min: 90
+  gpus_per_job: 1
+  cpus_per_job: 8
+  slurm_additional: {{account: neuro}}
+out_dir: {tmp_path / "out"}
+""",
+    )
+    # No cluster here: a one-line error before anything runs.
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert main(["sweep", str(spec)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "launcher.name 'slurm'" in err[0] and "srun" in err[0]
+    assert not (tmp_path / "out").exists()
+    # With srun on PATH (never called here), submitit renders the job's sbatch file.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\n")
+    (bin_dir / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    executor = make_executor(load_spec(spec).launcher, tmp_path / "out" / "cluster")
+    text = executor._executor._make_submission_file_text("python -m x", "uid")
+    for line in (
+        "#SBATCH --partition=gpu",
+        "#SBATCH --time=90",
+        "#SBATCH --gpus-per-node=1",
+        "#SBATCH --cpus-per-task=8",
+        "#SBATCH --account=neuro",
+    ):
+        assert line in text
 
 
 def test_a_failing_point_is_recorded_and_the_others_finish(experiment, tmp_path, capsys):

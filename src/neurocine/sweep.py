@@ -489,13 +489,12 @@ def _run_pool(tasks: Sequence[Task], n: int, report: Callable) -> list[dict]:
     return out
 
 
-def _run_submitit(
-    tasks: Sequence[Task],
-    launcher: DictConfig,
-    workers: int | None,
-    root: Path,
-    report: Callable,
-) -> list[dict]:
+def make_executor(launcher: DictConfig, root: Path):
+    """A ``submitit.AutoExecutor`` for ``launcher`` (``slurm`` or ``submitit_local``).
+
+    Jobs' files and logs go to ``launcher.folder`` (default ``<root>/submitit``), one folder per
+    job id.
+    """
     import submitit
 
     folder = Path(launcher.folder) if launcher.folder else root / "submitit"
@@ -514,6 +513,17 @@ def _run_submitit(
     if launcher.slurm_additional:
         params["slurm_additional_parameters"] = OmegaConf.to_container(launcher.slurm_additional)
     executor.update_parameters(**params)
+    return executor
+
+
+def _run_submitit(
+    tasks: Sequence[Task],
+    launcher: DictConfig,
+    workers: int | None,
+    root: Path,
+    report: Callable,
+) -> list[dict]:
+    executor = make_executor(launcher, root)
     limit = workers or len(tasks)
     pending, running = list(range(len(tasks))), {}
     out: list[dict] = [{}] * len(tasks)
@@ -573,6 +583,11 @@ def run_sweep(
     points = expand(spec, str(path))
     all_jobs = jobs(spec, points)
     root = Path(spec.out_dir) / str(spec.name)
+    if spec.launcher.name != "local":
+        try:
+            make_executor(spec.launcher, root)  # slurm: is this a cluster (srun on PATH)?
+        except RuntimeError as exc:
+            raise ConfigError(f"{path}: launcher.name '{spec.launcher.name}': {exc}") from exc
     root.mkdir(parents=True, exist_ok=True)
     with atomic_path(root / "sweep.yaml") as tmp:
         tmp.write_text(OmegaConf.to_yaml(spec))
