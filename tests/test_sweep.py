@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from factories import write_tiny_subject
 from PIL import Image
 
@@ -413,6 +414,12 @@ def test_bad_launcher_or_workers_is_one_line_before_anything_runs(experiment, tm
     assert main(["sweep", str(spec), "--workers", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--workers 0" in err[0]
+    # Worker k gets GPU k: more GPU workers than visible GPUs is refused.
+    spec.write_text(spec.read_text() + "overrides: [trainer.accelerator=gpu]\n")
+    n_gpus = torch.cuda.device_count()
+    assert main(["sweep", str(spec), "--workers", str(max(2, n_gpus + 1))]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{n_gpus} GPU(s) are visible" in err[0]
     assert not (tmp_path / "out").exists()
 
 

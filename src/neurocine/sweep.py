@@ -583,6 +583,8 @@ def run_sweep(
     points = expand(spec, str(path))
     all_jobs = jobs(spec, points)
     root = Path(spec.out_dir) / str(spec.name)
+    if spec.launcher.name == "local" and (workers or 1) > 1:
+        _check_gpus(all_jobs, int(workers or 1))
     if spec.launcher.name != "local":
         try:
             make_executor(spec.launcher, root)  # slurm: is this a cluster (srun on PATH)?
@@ -661,6 +663,20 @@ def run_sweep(
         root, ordered, tables["rows"], ran, skipped, failed,
         tables["runs_csv"], tables["csv"], tables["md"], *plots,
     )  # fmt: skip
+
+
+def _check_gpus(all_jobs: Sequence[Job], workers: int) -> None:
+    """With ``trainer.accelerator=gpu`` worker k uses GPU k: there must be ``workers`` GPUs."""
+    if not any(c.trainer.accelerator == "gpu" for j in all_jobs for c in j.configs.values()):
+        return
+    import torch
+
+    count = torch.cuda.device_count()
+    if workers > count:
+        raise ConfigError(
+            f"--workers {workers} with trainer.accelerator=gpu: worker k uses GPU k, and "
+            f"{count} GPU(s) are visible"
+        )
 
 
 def _failed(root: Path, job: Job, error: str) -> dict:
