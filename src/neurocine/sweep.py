@@ -55,8 +55,11 @@ import io
 import itertools
 import json
 import math
+import multiprocessing
+import os
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +70,8 @@ from neurocine.analysis.runs import final_metrics
 from neurocine.config import load_config, merge_layer, require
 from neurocine.data.schema import atomic_path
 from neurocine.errors import ConfigError
+from neurocine.sweep_plots import errorbar_plot, heatmap
+from neurocine.sweep_stats import best_vs_runner_up, summarize
 
 STAGES = ("stage1", "stage2")
 EVAL_ROWS = ("neurocine", "mean_frame", "ridge", "oracle")
@@ -351,8 +356,6 @@ _WORKER: dict[str, int] = {}  # this process's worker slot and thread budget (po
 
 
 def _init_worker(slots: Any, threads: int) -> None:
-    import os
-
     os.environ["OMP_NUM_THREADS"] = str(threads)
     _WORKER.update(slot=int(slots.get()), threads=threads)
 
@@ -426,8 +429,6 @@ def _run_stage2(
 
 def cores() -> int:
     """CPU cores this process may use."""
-    import os
-
     return len(os.sched_getaffinity(0))
 
 
@@ -466,9 +467,6 @@ def execute(
 
 
 def _run_pool(tasks: Sequence[Task], n: int, report: Callable) -> list[dict]:
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
     ctx = multiprocessing.get_context("spawn")
     slots = ctx.Queue()
     for k in range(n):
@@ -757,8 +755,6 @@ def write_tables(root: Path, spec: DictConfig, records: Sequence[dict]) -> dict[
 
     Returns ``{"rows": per-point rows, "runs_csv", "csv", "md": paths}``.
     """
-    from neurocine.sweep_stats import best_vs_runner_up, summarize
-
     keys = list(spec.sweep.keys())
     seed_col = [] if "seed" in keys else ["seed"]
     metrics = _metric_names(spec, records)
@@ -843,8 +839,6 @@ def write_plots(root: Path, spec: DictConfig, rows: Sequence[dict]) -> tuple[Pat
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from neurocine.sweep_plots import errorbar_plot, heatmap
 
     keys = list(spec.sweep.keys())
     table = _columns(rows)
