@@ -471,6 +471,8 @@ base_stage2: {stage2}
 stages: [stage1, stage2]
 metric: neurocine/ssim
 sweep: {{stage2.noise.ratio: [0.0, 0.5]}}
+seeds: [0, 1]
+reference: {{stage2.noise.ratio: 0.0}}
 overrides: {
             json.dumps(
                 [
@@ -487,7 +489,12 @@ out_dir: {tmp_path / "out"}
     result = run_sweep(spec, progress=False, log=lambda _: None)
     root = tmp_path / "out" / "noise"
     assert not result.failed
-    assert len(runs_in(root / "stage1")) == 1  # ρ does not change stage 1: trained once
+    assert len(runs_in(root / "stage1")) == 2  # ρ does not change stage 1: once per seed
+    ssim = {(r["values"]["stage2.noise.ratio"], r["seed"]): r["metrics"]["neurocine/ssim"]
+            for r in result.records}  # fmt: skip
+    d = np.array([ssim[(0.5, s)] - ssim[(0.0, s)] for s in (0, 1)])
+    assert result.rows[1]["neurocine/ssim_diff"] == pytest.approx(d.mean())
+    assert result.rows[1]["neurocine/ssim_diff_se"] == pytest.approx(d.std(ddof=1) / np.sqrt(2))
     for row in result.records:
         assert {"neurocine/ssim", "mean_frame/ssim", "stage2:val/loss"} <= set(row["metrics"])
         run2 = Path(row["runs"]["stage2"])
