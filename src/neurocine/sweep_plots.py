@@ -45,7 +45,8 @@ def _ordered(values: Sequence[Any]) -> list:
 
 
 def errorbar_plot(table: Mapping[str, Any], keys: Sequence[str], metric: str, ax) -> None:
-    """``metric`` (mean ± 1 SE) against ``keys[0]``; one line per combination of the others."""
+    """``metric`` (mean ± 1 SE) against ``keys[0]``; one line per combination of the others,
+    shifted sideways by a hair so that their error bars do not hide each other."""
     x_key, others = keys[0], list(keys[1:])
     xs_all = _column(table, x_key)
     numeric = all(_number(v) for v in xs_all)
@@ -56,10 +57,12 @@ def errorbar_plot(table: Mapping[str, Any], keys: Sequence[str], metric: str, ax
     for i in range(len(xs_all)):
         label = ", ".join(f"{k}={_label(table[k][i])}" for k in others) or metric
         groups.setdefault(label, []).append(i)
-    for label, rows in groups.items():
+    span = (max(ticks) - min(ticks) or 1.0) if numeric else 1.0
+    for j, (label, rows) in enumerate(groups.items()):
         rows = [i for i in rows if math.isfinite(means[i])]
         rows.sort(key=lambda i: ticks.index(xs_all[i]))
-        x = [xs_all[i] if numeric else ticks.index(xs_all[i]) for i in rows]
+        dodge = (j - (len(groups) - 1) / 2) * 0.015 * span  # error bars side by side
+        x = [(xs_all[i] if numeric else ticks.index(xs_all[i])) + dodge for i in rows]
         err = [ses[i] if math.isfinite(ses[i]) else 0.0 for i in rows] if ses else None
         ax.errorbar(x, [means[i] for i in rows], yerr=err, marker="o", capsize=3, label=label)
     if not numeric:
