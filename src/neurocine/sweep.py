@@ -744,10 +744,11 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def _pm(mean: float, se: float) -> str:
+def _pm(mean: float, se: float, sign: str = "") -> str:
     if not math.isfinite(mean):
         return "–"
-    return f"{mean:.4g} ± {se:.2g}" if math.isfinite(se) else f"{mean:.4g}"
+    text = format(mean, f"{sign}.3g")
+    return f"{text} ± {se:.2g}" if math.isfinite(se) else text
 
 
 def write_tables(root: Path, spec: DictConfig, records: Sequence[dict]) -> dict[str, Any]:
@@ -793,7 +794,8 @@ def write_tables(root: Path, spec: DictConfig, records: Sequence[dict]) -> dict[
     header = [*keys, "n", spec.metric]
     if reference is not None:
         ref = ", ".join(f"{k}={_fmt(v)}" for k, v in reference.items())
-        header += [f"Δ vs {ref} (paired)", "verdict"]
+        lines[0] += f" Δ: the difference to the reference ({ref}), paired by seed."
+        header += ["Δ (paired)", "verdict"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(keys) + "---:|" * 2]
     lines[-1] += "---:|---|" if reference is not None else ""
     for row in rows:
@@ -804,7 +806,7 @@ def write_tables(root: Path, spec: DictConfig, records: Sequence[dict]) -> dict[
             cell = f"failed: {row['error']}"
         cells = [*(_fmt(row[k]) for k in keys), str(row["n"]), cell]
         if reference is not None:
-            diff = _pm(row[f"{spec.metric}_diff"], row[f"{spec.metric}_diff_se"])
+            diff = _pm(row[f"{spec.metric}_diff"], row[f"{spec.metric}_diff_se"], "+")
             cells += [diff if row["verdict"] != "reference" else "–", row["verdict"]]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
@@ -813,7 +815,7 @@ def write_tables(root: Path, spec: DictConfig, records: Sequence[dict]) -> dict[
     else:
         name = ", ".join(f"{k}={_fmt(v)}" for k, v in best["best"].items())
         second = ", ".join(f"{k}={_fmt(v)}" for k, v in best["runner_up"].items())
-        gap = f"{_pm(best['diff'], best['se'])}, paired over {best['n']} seed(s)"
+        gap = f"{_pm(best['diff'], best['se'], '+')}, paired over {best['n']} seed(s)"
         lines.append(
             f"Best ({name}, **bold**) is ahead of the runner-up ({second}) beyond noise: {gap}."
             if best["beyond_noise"]
