@@ -37,20 +37,33 @@ def describe(name: str, rows: list[dict[str, str]]) -> str:
     """One sentence per compared point: its paired difference and verdict."""
     keys = [k for k in rows[0] if k not in ("point", "n", "failed", "error", "verdict")]
     keys = keys[: keys.index(METRIC)]
-    parts = []
+    parts, diffs = [], []
     for row in rows:
         if row["verdict"] == "reference":
             continue
         where = ", ".join(f"{k.split('.')[-1]} {row[k]}" for k in keys)
         diff, se = float(row[f"{METRIC}_diff"]), float(row[f"{METRIC}_diff_se"] or "nan")
         parts.append(f"{where}: Δ {diff:+.3f} ± {se:.3f} ({row['verdict']})")
+        diffs.append((abs(diff), se, int(row["n"])))
     beyond = [p for p in parts if "better" in p or "worse" in p]
     summary = (
         f"{len(beyond)} of {len(parts)} comparisons differ from their reference beyond 2 SE"
         if parts
         else "no comparisons"
     )
-    return f"`{name}`, paired differences to the reference: " + "; ".join(parts) + f". {summary}."
+    size, se, n = max(diffs)
+    if size == 0 or size > 2 * se:
+        needed = ""
+    else:  # SE shrinks as 1/√n: seeds for the largest Δ seen to clear 2 SE, if it is real
+        needed = (
+            f" The largest Δ seen ({size:.3f}) would need about {n * (2 * se / size) ** 2:.0f} "
+            f"seeds instead of {n} to clear 2 SE, were it real and its seed spread the same."
+        )
+    return (
+        f"`{name}`, paired differences to the reference: "
+        + "; ".join(parts)
+        + f". {summary}.{needed}"
+    )
 
 
 def interaction(runs: list[dict[str, str]], size_key: str, arm_key: str) -> str:
