@@ -74,7 +74,7 @@ class DataConfig:
 class ClipConfig:
     """CLIP model that provides the stage-1 targets (``neurocine embed``)."""
 
-    preset: str = "random"  # random (tiny CLIPModel, seeded, in code) | pretrained (local dir)
+    preset: str = "random"  # random (seeded, in code) | pretrained (local dir) | tiny | tiny_eval
     pretrained: str | None = None  # local CLIP dir or cached hub id (implies preset=pretrained)
     frame_reduce: str = "mean"  # mean | middle: how a TR's frames make one image embedding
     batch_size: int = 64
@@ -116,6 +116,7 @@ class Stage1Config:
     n_way_seed: int = 0  # distractor draws of the n-way metric
     learn_temperature: bool = True
     min_lr_ratio: float = 0.0  # cosine schedule ends at lr * min_lr_ratio
+    export: str = "best"  # best (the epoch best on the monitored val n-way) | last
 
 
 @dataclass

@@ -282,6 +282,37 @@ def fit(cfg: DictConfig) -> Path:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if trainer.is_global_zero:
         if hasattr(module, "export"):
+            if getattr(module, "export_checkpoint", "last") == "best":
+                restore_best(trainer, module, run_dir)
             module.export(run_dir)
         mark_latest(run_dir)
     return run_dir
+
+
+def restore_best(trainer: L.Trainer, module: L.LightningModule, run_dir: Path) -> dict | None:
+    """Load the weights of the best checkpoint into ``module`` before it is exported.
+
+    The best checkpoint is the one the ``best`` ModelCheckpoint kept by the module's
+    ``checkpoint_monitor``. What was restored (epoch, metric, score) goes to
+    ``<run_dir>/export.json``; a run without a best checkpoint (no monitor, or no validation
+    epoch) exports its last weights and records that.
+    """
+    best = next(
+        (c for c in trainer.checkpoint_callbacks if getattr(c, "filename", None) == "best"), None
+    )
+    path = Path(best.best_model_path) if best is not None and best.best_model_path else None
+    if path is None or not path.is_file():
+        info = {"checkpoint": "last", "reason": "no best checkpoint was written"}
+    else:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        module.load_state_dict(checkpoint["state_dict"])
+        score = best.best_model_score
+        info = {
+            "checkpoint": "best",
+            "epoch": int(checkpoint["epoch"]),
+            "monitor": best.monitor,
+            "score": None if score is None else float(score),
+        }
+    with atomic_path(run_dir / "export.json") as tmp:
+        tmp.write_text(json.dumps(info, indent=2))
+    return info
