@@ -19,6 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from scipy import stats
+
 from bench.common import write_result
 from neurocine.sweep_stats import mean_se, verdict
 
@@ -51,18 +53,31 @@ def describe(name: str, rows: list[dict[str, str]]) -> str:
         if parts
         else "no comparisons"
     )
-    size, se, n = max(diffs)
-    if size == 0 or size > 2 * se:
-        needed = ""
-    else:  # SE shrinks as 1/√n: seeds for the largest Δ seen to clear 2 SE, if it is real
+    within = [d for d in diffs if 0 < d[0] <= 2 * d[1]]
+    needed = ""
+    if within:  # SE shrinks as 1/√n: seeds for the largest Δ within noise to clear 2 SE
+        size, se, n = max(within)
         needed = (
-            f" The largest Δ seen ({size:.3f}) would need about {n * (2 * se / size) ** 2:.0f} "
-            f"seeds instead of {n} to clear 2 SE, were it real and its seed spread the same."
+            f" The largest Δ within noise ({size:.3f}) would need about "
+            f"{n * (2 * se / size) ** 2:.0f} seeds instead of {n} to clear 2 SE, were it real "
+            "and its seed spread the same."
         )
+    n = max(d[2] for d in diffs)
+    # |Δ| > 2 SE when there is no difference: Student's t with n − 1 degrees of freedom.
+    chance = 2 * stats.t.sf(2.0, n - 1)
+    caveat = (
+        f" With {n} seeds, the 2-SE rule calls a difference that is not there with probability "
+        f"{chance:.2f} per comparison (t with {n - 1} degrees of freedom)"
+        + (
+            f", so {len(beyond)} call(s) among {len(parts)} comparisons are weak evidence."
+            if beyond
+            else "."
+        )
+    )
     return (
         f"`{name}`, paired differences to the reference: "
         + "; ".join(parts)
-        + f". {summary}.{needed}"
+        + f". {summary}.{needed}{caveat}"
     )
 
 
