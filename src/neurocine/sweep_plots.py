@@ -23,9 +23,9 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
 
 
-def _label(value: Any) -> str:
+def _label(value: Any, sep: str = ", ") -> str:
     if isinstance(value, dict):
-        return ", ".join(f"{k}={_label(v)}" for k, v in value.items())
+        return sep.join(f"{k}={_label(v)}" for k, v in value.items())
     return f"{value:g}" if _number(value) else str(value)
 
 
@@ -99,8 +99,8 @@ def heatmap(table: Mapping[str, Any], keys: Sequence[str], metric: str, ax) -> N
             text = f"{grid[r, c]:.3f}" + (f"\n± {se[r, c]:.3f}" if math.isfinite(se[r, c]) else "")
             color = "black" if grid[r, c] > middle else "white"
             ax.text(c, r, text, ha="center", va="center", fontsize="small", color=color)
-    ax.set_xticks(range(len(cols)), [_label(v) for v in cols])
-    ax.set_yticks(range(len(rows)), [_label(v) for v in rows])
+    ax.set_xticks(range(len(cols)), [_label(v, "\n") for v in cols])
+    ax.set_yticks(range(len(rows)), [_label(v, "\n") for v in rows])
     ax.set_xlabel(x_key)
     ax.set_ylabel(y_key)
-    ax.figure.colorbar(image, ax=ax, label=f"{metric} (mean over seeds)")
+    ax.figure.colorbar(image, ax=ax, label=f"{metric} (mean)")
