@@ -23,7 +23,8 @@ from neurocine.config import save_config
 from neurocine.data.datamodule import FMRIVideoDataModule
 from neurocine.errors import CheckpointError, ConfigError, SchemaError
 from neurocine.lit.stage2 import build_callbacks, build_module
-from neurocine.reconstruct import grid_image, reconstruct, write_gif, write_mp4
+from neurocine.media import grid_image, write_gif, write_mp4
+from neurocine.reconstruct import reconstruct
 
 FAST = ["sampling.steps=2", "sampling.guidance_scale=2.0"]
 
@@ -135,7 +136,7 @@ def test_ridge_start_is_recorded_and_keeps_the_ridge_video(run_dir, tmp_path):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["sampling.init=vdvae"], r"sampling.init='vdvae': expected one of \('noise', 'ridge'\)"),
+        (["sampling.init=vdvae"], "sampling.init='vdvae': must be one of noise, ridge"),
         (["sampling.strength=0.5"], "sampling.strength=0.5 needs an initial video"),
         (["sampling.init=ridge", "sampling.strength=1.5"], r"must be in \(0, 1\]"),
     ],

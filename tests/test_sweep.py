@@ -259,10 +259,10 @@ out_dir: {tmp_path / "out"}
 
 def test_a_failing_point_is_recorded_and_the_others_finish(experiment, tmp_path, capsys):
     spec = write_sweep(
-        tmp_path / "heads.yaml",
+        tmp_path / "sizes.yaml",
         f"""
 base: {experiment}
-sweep: {{encoder.num_heads: [3, 5]}}
+sweep: {{data.train_runs: [1, 9]}}
 seeds: [0, 1]
 out_dir: {tmp_path / "out"}
 """,
@@ -271,18 +271,21 @@ out_dir: {tmp_path / "out"}
     err = capsys.readouterr().err
     # The last line names the first failed run and its error (above it: Lightning's own logs).
     last = err.strip().splitlines()[-1]
-    assert "2 run(s) failed; encoder.num_heads=5/seed=0" in last and "num_heads=5" in last
+    assert "2 run(s) failed; data.train_runs=9/seed=0" in last and "data.train_runs=9" in last
     assert "Traceback" not in err
-    root = tmp_path / "out" / "heads"
+    root = tmp_path / "out" / "sizes"
     runs = read_csv(root / "results_runs.csv")
     assert [r["status"] for r in runs] == ["done", "done", "failed", "failed"]
-    assert all("divisible" in r["error"] for r in runs[2:]) and "\n" not in runs[2]["error"]
+    assert all("3 training runs" in r["error"] for r in runs[2:]) and "\n" not in runs[2]["error"]
     table = read_csv(root / "results.csv")
     assert [(r["n"], r["failed"]) for r in table] == [("2", "0"), ("0", "2")]
-    assert "| 5 | 0 | failed: stage 1: ConfigError" in (root / "results.md").read_text()
-    failed = json.loads((root / "points" / "encoder.num_heads=5" / "seed=1" / "failed.json")
+    assert (
+        "| 9 | 0 | failed: stage 1: ConfigError: data.train_runs=9"
+        in (root / "results.md").read_text()
+    )
+    failed = json.loads((root / "points" / "data.train_runs=9" / "seed=1" / "failed.json")
                         .read_text())  # fmt: skip
-    assert "divisible" in failed["error"]
+    assert "3 training runs" in failed["error"]
     # A re-run skips the finished runs and tries the failed ones again.
     assert main(["sweep", str(spec), "--no-progress"]) == 1
     assert "ran 0, skipped 2 finished, failed 2" in capsys.readouterr().out

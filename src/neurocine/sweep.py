@@ -67,9 +67,9 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from neurocine.analysis.runs import final_metrics
-from neurocine.config import load_config, merge_layer, require
-from neurocine.data.schema import atomic_path
+from neurocine.config import check_config, load_config, merge_layer, require
 from neurocine.errors import ConfigError
+from neurocine.fileio import atomic_path
 from neurocine.sweep_plots import errorbar_plot, heatmap
 from neurocine.sweep_stats import best_vs_runner_up, summarize
 
@@ -252,7 +252,7 @@ def stage_config(
     cfg = load_config(experiment, tokens)
     cfg = merge_layer(cfg, _point_layer(rest), f"{source}: {point_id(values)}")
     OmegaConf.set_struct(cfg, True)
-    return cfg
+    return check_config(cfg)
 
 
 def expand(spec: DictConfig, source: str = "sweep") -> list[Point]:
@@ -299,7 +299,9 @@ def jobs(spec: DictConfig, points: Sequence[Point]) -> list[Job]:
     for point in points:
         seeds = list(spec.seeds) if spec.seeds is not None else [point.configs["stage1"].seed]
         for seed in seeds:
-            configs = {stage: _with(cfg, seed=int(seed)) for stage, cfg in point.configs.items()}
+            configs = {
+                stage: with_values(cfg, seed=int(seed)) for stage, cfg in point.configs.items()
+            }
             out.append(Job(point, int(seed), configs))
     return out
 
@@ -327,7 +329,8 @@ def stage1_hash(cfg: DictConfig) -> str:
     return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _with(cfg: DictConfig, **values: Any) -> DictConfig:
+def with_values(cfg: DictConfig, **values: Any) -> DictConfig:
+    """``cfg`` with dotted ``key=value`` settings merged in (validated like a sweep point)."""
     return merge_layer(cfg, _point_layer(values), "sweep")
 
 
@@ -383,7 +386,7 @@ def run_task(task: Task, threads: int | None = None) -> dict[str, Any]:
     (marks / "failed.json").unlink(missing_ok=True)
     cfg = task.cfg
     if "slot" in _WORKER and cfg.trainer.accelerator == "gpu":
-        cfg = _with(cfg, **{"trainer.devices": [_WORKER["slot"]]})
+        cfg = with_values(cfg, **{"trainer.devices": [_WORKER["slot"]]})
     started = time.perf_counter()
     try:
         if task.kind == "stage1":
@@ -402,7 +405,7 @@ def run_task(task: Task, threads: int | None = None) -> dict[str, Any]:
 def _train_stage1(cfg: DictConfig, folder: Path) -> tuple[Path, dict]:
     from neurocine.training import fit
 
-    run = fit(_with(cfg, name="stage1", runs_dir=str(folder)))
+    run = fit(with_values(cfg, name="stage1", runs_dir=str(folder)))
     return run, final_metrics(run)
 
 
@@ -414,7 +417,7 @@ def _run_stage2(
     from neurocine.training import fit
 
     encoder = str(encoder_run / "encoder")
-    cfg = _with(cfg, name="stage2", runs_dir=str(folder), **{"stage2.encoder_ckpt": encoder})
+    cfg = with_values(cfg, name="stage2", runs_dir=str(folder), **{"stage2.encoder_ckpt": encoder})
     run = fit(cfg)
     limit = cfg.evaluation.reconstruct_limit
     reconstruct(run, run / SAMPLES_DIR, limit=limit, progress=progress, videos=False)

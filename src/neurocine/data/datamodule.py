@@ -330,6 +330,12 @@ class FMRIVideoDataModule(L.LightningDataModule):
             split_runs["train"] = split_runs["train"][:n_train]  # validation stays the same
         for name, chosen in split_runs.items():
             index = build_windows(train_run, data.window, data.lag_trs, chosen)
+            if len(chosen) and not len(index.clip_rows):
+                longest = max(int(np.sum(train_run == r)) for r in chosen)
+                raise ConfigError(
+                    f"data.lag_trs={data.lag_trs}: no {name} window, the {name} runs of "
+                    f"{self.path} have at most {longest} TRs; lower data.lag_trs"
+                )
             self.datasets[name] = self._dataset("train", index, read_next=name == "train")
         if test_run is not None:
             index = build_windows(test_run, data.window, data.lag_trs, ordered_runs(test_run))

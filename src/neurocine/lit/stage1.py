@@ -30,7 +30,8 @@ from torch import nn
 from neurocine.errors import ConfigError, SchemaError
 from neurocine.lit.losses import contrastive_loss
 from neurocine.metrics import NWayRetrieval, RetrievalTopK
-from neurocine.models.fmri_encoder import FMRIEncoder, build_encoder
+from neurocine.models.encoder_factory import build_encoder
+from neurocine.models.fmri_encoder import FMRIEncoder
 
 TARGETS = ("clip_image", "clip_text")
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP's clamp of the inverse temperature
