@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed
 LOCK := requirements/lock.txt
 TORCH := 2.13.0
 SWEEP ?= mask_ratio
+WORKERS ?= 1
 DATA ?= data/sim/subject1.h5
 CONFIG ?= experiments/cc2017_subject1.yaml
 ARGS ?=
@@ -79,8 +80,8 @@ train-stage1: embed ## Stage 1: contrastive fMRI encoder on the simulated defaul
 train-stage2: $(STAMP) ## Stage 2: video diffusion conditioned on the latest stage-1 run
 	$(NC) train stage2 --config experiments/stage2.yaml
 
-sweep: embed ## Run experiments/sweeps/$(SWEEP).yaml (make sweep SWEEP=interp_ratio)
-	$(NC) sweep experiments/sweeps/$(SWEEP).yaml
+sweep: embed ## Run experiments/sweeps/$(SWEEP).yaml (make sweep SWEEP=interp_ratio WORKERS=2)
+	$(NC) sweep experiments/sweeps/$(SWEEP).yaml --workers $(WORKERS)
 
 demo: $(STAMP) ## Install, then simulate → embed → stage 1 → stage 2 → reconstruct → evaluate
 	$(NC) demo --config experiments/demo.yaml

@@ -30,6 +30,8 @@ QUALITY = {
     "pretrained_quality",
     "sampling_start",
     "stage2_finetune",
+    "shipped_sweeps",
+    "sweep_workers",
 }
 # Full-size measurements on the CPU (they build the paper's 1.3 B-parameter UNet: minutes and
 # ~6 GB each): `make bench-all` runs them, `make bench` keeps their last result.

@@ -22,7 +22,8 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory):
-    """A stage-1 sweep of two points sharing one run, and a reconstructed, evaluated stage 2."""
+    """A 2 × 2 stage-1 sweep over 2 seeds (sampling.steps shares stage 1), and a reconstructed,
+    evaluated stage 2."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("notebook_runs")
@@ -38,10 +39,13 @@ trainer: {{max_epochs: 1, limit_train_batches: 2, enable_progress_bar: false, lo
     )
     spec = root / "tiny_sweep.yaml"
     spec.write_text(
-        f"base: {experiment}\nsweep: {{sampling.steps: [2, 3]}}\nout_dir: {root / 'sweeps'}\n"
+        f"base: {experiment}\n"
+        "sweep: {sampling.steps: [2, 3], data.augment.mask_ratio: [0.0, 0.5]}\n"
+        "seeds: [0, 1]\nreference: {data.augment.mask_ratio: 0.0}\n"
+        f"out_dir: {root / 'sweeps'}\n"
     )
     sweep = run_sweep(spec, progress=False, log=lambda _: None)
-    stage1_run = Path(sweep.rows[0]["runs"]["stage1"])
+    stage1_run = Path(sweep.records[0]["runs"]["stage1"])
     cfg = load_config(
         None,
         [
@@ -109,8 +113,10 @@ def test_inspect_run_executes_on_a_tiny_run(tiny_runs, tmp_path):
 def test_compare_sweep_executes_on_a_tiny_sweep(tiny_runs, tmp_path):
     _, sweep_dir = tiny_runs
     book = execute(NOTEBOOKS / "compare_sweep.ipynb", {"sweep_dir": str(sweep_dir)}, tmp_path)
-    assert len(outputs(book, "image/png")) == 2
-    assert "2" in outputs(book, "text/plain")[-1]  # both points read back
+    assert len(outputs(book, "image/png")) == 3  # error bars, heatmap, validation curves
+    tables = outputs(book, "text/html")
+    assert any("val/top1_50way_se" in t and "verdict" in t for t in tables)
+    assert outputs(book, "text/plain")[-1] == "8"  # 4 points × 2 seeds read back
 
 
 @pytest.mark.parametrize("name", ["inspect_run.ipynb", "compare_sweep.ipynb"])

@@ -280,9 +280,12 @@ def comparison_rows(recon: Reconstructions, n: int = 8) -> tuple[list[np.ndarray
 
 
 def sweep_points(path: str | Path) -> list[dict[str, Any]]:
-    """Finished points of a sweep folder: ``{"id", "values", "metrics", "runs": {stage: Run}}``."""
+    """Finished runs (point × seed) of a sweep folder.
+
+    Each is ``{"id", "point", "values", "seed", "metrics", "runs": {stage: Run}}``.
+    """
     out = []
-    for done in sorted(Path(path).glob("points/*/done.json")):
+    for done in sorted(Path(path).glob("points/*/seed=*/done.json")):
         record = json.loads(done.read_text())
         record["runs"] = {stage: Run(p) for stage, p in record.get("runs", {}).items()}
         out.append(record)
