@@ -44,6 +44,7 @@ class SimulationConfig:
     noise_fwhm_mm: float = 8.0
     signal_fwhm_mm: float = 6.0
     scene_mean_s: float = 8.0
+    signal_fraction: float = 1.0  # share of voxels with stimulus signal; the rest is noise only
 
 
 @dataclass

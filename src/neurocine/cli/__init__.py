@@ -19,6 +19,7 @@ from neurocine.errors import NeuroCineError
 
 # Modules under neurocine.cli that define ``register(subparsers)``.
 COMMAND_MODULES = ("data", "train", "embed", "preprocess", "pretrain", "reconstruct", "evaluate")
+COMMAND_MODULES += ("brain_map",)
 
 
 class OneLineParser(argparse.ArgumentParser):
