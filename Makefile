@@ -74,8 +74,9 @@ bench: $(STAMP) ## Run the speed benchmarks (bench/*.py) and rewrite docs/benchm
 bench-all: $(STAMP) ## make bench plus the quality benchmarks that train whole models
 	$(PY) -m bench.run_all --all
 
-pretrained: $(STAMP) ## Retrain the shipped tiny CLIP / VAE / video prior
+pretrained: $(STAMP) ## Retrain the shipped tiny CLIP / VAE / video prior and the evaluation CLIP
 	$(NC) pretrain clip --out src/neurocine/pretrained/clip
+	$(NC) pretrain clip --out src/neurocine/pretrained/clip_eval seed=1 data.seed=300
 	$(NC) pretrain vae --out src/neurocine/pretrained/vae
 	$(NC) pretrain prior --out src/neurocine/pretrained/prior
 

@@ -7,34 +7,14 @@ script and rebuilds ``docs/benchmarks.md`` from ``bench/results/*.json``.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import resource
 import sys
 import time
 from pathlib import Path
 
-import torch
+from neurocine.machine import machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def machine() -> str:
-    """One line: CPU model, cores, memory, torch version and threads (and GPU when present)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
-    return (
-        f"{cpu}, {os.cpu_count()} cores, {mem_gib:.0f} GiB{gpu}; torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), Python {platform.python_version()}"
-    )
 
 
 def peak_rss_mb(children: bool = False) -> float:

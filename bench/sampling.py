@@ -66,7 +66,7 @@ def build_decoder(workdir: Path, overrides: list[str] = ()):
     from neurocine.diffusion.pipeline import VideoDecoder
     from neurocine.lit.stage2 import build_callbacks, build_module
     from neurocine.models.clip_targets import clip_embedding_dim, load_clip
-    from neurocine.models.fmri_encoder import build_encoder
+    from neurocine.models.encoder_factory import build_encoder
 
     transformers_logging.disable_progress_bar()
     frames_shape, n_voxels = simulated_sizes()

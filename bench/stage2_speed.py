@@ -57,7 +57,7 @@ def step_worker(batch: int, steps: int, out: Path) -> None:
     from neurocine.config import load_config
     from neurocine.diffusion.scheduler import training_scheduler
     from neurocine.lit.stage2 import VideoDiffusionModule, condition_adapter
-    from neurocine.models.fmri_encoder import build_encoder
+    from neurocine.models.encoder_factory import build_encoder
     from neurocine.models.video_unet import build_denoiser
 
     cfg = load_config(EXPERIMENT)
@@ -130,7 +130,7 @@ def prepare_data(workdir: Path, encoder: str | None) -> tuple[Path, Path]:
     if encoder:
         return data, Path(encoder)
     from neurocine.config import load_config
-    from neurocine.models.fmri_encoder import build_encoder
+    from neurocine.models.encoder_factory import build_encoder
 
     directory = workdir / "stage1" / "encoder"
     build_encoder(load_config(STAGE1).encoder, VOXELS, WINDOW, 64).save_atomic(directory)

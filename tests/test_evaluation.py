@@ -363,14 +363,14 @@ def test_evaluate_run_writes_metrics_with_all_rows(run_dir, subject):
 
 
 def test_oracle_is_sampled_as_the_reconstructions_were(run_dir, tmp_path, monkeypatch):
-    import neurocine.reconstruct as reconstruct_module
+    from neurocine.baselines.pixel_ridge import PixelRidge
 
     folder = tmp_path / "ridge_start"
     reconstruct(run_dir, folder, limit=4, progress=False, videos=False,
                 overrides=["sampling.init=ridge", "sampling.strength=0.5"])  # fmt: skip
     fits = []
-    fit = reconstruct_module.fit_pixel_ridge
-    monkeypatch.setattr(reconstruct_module, "fit_pixel_ridge", lambda *a: fits.append(1) or fit(*a))
+    fit = PixelRidge.fit
+    monkeypatch.setattr(PixelRidge, "fit", lambda *a: fits.append(1) or fit(*a))
     result = evaluate_run(folder, ["evaluation.baselines=[ridge,oracle]",
                                    "evaluation.clip_similarity=false"],
                           out_dir=tmp_path / "eval", progress=False).result  # fmt: skip

@@ -11,10 +11,10 @@ from omegaconf import OmegaConf
 
 from neurocine.config import EncoderConfig
 from neurocine.errors import CheckpointError, ConfigError
+from neurocine.models.encoder_factory import build_encoder
 from neurocine.models.fmri_encoder import (
     MINDVIDEO_SIZES,
     FMRIEncoder,
-    build_encoder,
     encoder_kwargs,
     sincos_embedding,
 )

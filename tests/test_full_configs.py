@@ -26,7 +26,8 @@ from neurocine.config import load_config
 from neurocine.data.datamodule import FMRIVideoDataModule
 from neurocine.errors import ConfigError
 from neurocine.models.clip_targets import load_clip
-from neurocine.models.fmri_encoder import FMRIEncoder, build_encoder
+from neurocine.models.encoder_factory import build_encoder
+from neurocine.models.fmri_encoder import FMRIEncoder
 from neurocine.models.full_size import SD15_VAE_CONFIG, sd15_unet2d, write_random_sd
 from neurocine.models.video_unet import (
     LatentCodec,

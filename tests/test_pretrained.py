@@ -35,6 +35,8 @@ from neurocine.pretrain.prior import PriorRecipe, load_prior
 from neurocine.pretrain.vae import load_vae, reconstruction_quality
 
 NAMES = ("clip", "vae", "prior")
+# Shipped folder → the `neurocine pretrain` recipe that wrote it (clip_eval: a second CLIP).
+RECIPES = {"clip": "clip", "vae": "vae", "prior": "prior", "clip_eval": "clip"}
 B, F, H, W = 3, 4, 16, 24  # pairwise distinct; H, W multiples of the VAE's 4 and the UNet's 2
 MAX_TOTAL_MB = 25.0
 
@@ -130,11 +132,11 @@ def test_missing_shipped_weights_name_the_fix(tmp_path):
 
 @shipped
 def test_shipped_models_are_small_and_carry_their_cards():
-    files = [p for n in NAMES for p in shipped_dir(n).rglob("*") if p.is_file()]
+    files = [p for n in RECIPES for p in shipped_dir(n).rglob("*") if p.is_file()]
     assert sum(p.stat().st_size for p in files) / 1e6 <= MAX_TOTAL_MB
-    for name in NAMES:
+    for name, recipe in RECIPES.items():
         card = (shipped_dir(name) / "MODEL_CARD.md").read_text()
-        assert re.search(r"neurocine pretrain " + name + r" --out \S+", card), name
+        assert re.search(r"neurocine pretrain " + recipe + r" --out \S+", card), name
         for field in ("| seed |", "| data |", "| steps |", "| wall time |", "| machine |"):
             assert field in card, (name, field)
         meta = json.loads((shipped_dir(name) / "quality.json").read_text())
@@ -159,6 +161,24 @@ def test_tiny_clip_loads_offline_and_beats_random_init(held_out):
     assert tiny["colour_acc"] > max(0.5, rand["colour_acc"] + 0.2)
     assert tiny["category_zero_shot"] > max(0.15, rand["category_zero_shot"] + 0.1)
     assert tiny["image_to_text_top1"] > rand["image_to_text_top1"]
+
+
+@shipped
+def test_evaluation_clip_is_another_model_that_reads_the_same_semantics(held_out):
+    conditioning = load_clip(OmegaConf.structured(ClipConfig(preset="tiny")))
+    scoring = load_clip(OmegaConf.structured(ClipConfig(preset="tiny_eval")))
+    weights = dict(scoring[0].named_parameters())
+    differing = [
+        name
+        for name, value in conditioning[0].named_parameters()
+        if not torch.equal(value, weights[name])
+    ]
+    assert len(differing) == len(weights)  # every tensor differs: another training run
+    a = image_embeddings(conditioning[0], conditioning[1], frames())
+    b = image_embeddings(scoring[0], scoring[1], frames())
+    assert (a * b).sum(-1).abs().max() < 0.9  # not the same embedding space
+    quality = retrieval_quality(*scoring, held_out)
+    assert quality["colour_acc"] > 0.5 and quality["category_zero_shot"] > 0.15
 
 
 @shipped

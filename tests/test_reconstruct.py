@@ -23,7 +23,8 @@ from neurocine.config import save_config
 from neurocine.data.datamodule import FMRIVideoDataModule
 from neurocine.errors import CheckpointError, ConfigError, SchemaError
 from neurocine.lit.stage2 import build_callbacks, build_module
-from neurocine.reconstruct import grid_image, reconstruct, write_gif, write_mp4
+from neurocine.media import grid_image, write_gif, write_mp4
+from neurocine.reconstruct import reconstruct
 
 FAST = ["sampling.steps=2", "sampling.guidance_scale=2.0"]
 

@@ -7,6 +7,7 @@ DDP on 2 CPU processes and SIGKILL → resume are ``slow``.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import signal
@@ -371,3 +372,34 @@ def test_sigkill_then_resume_from_last_ckpt(sim_subject, tmp_path):
     assert (run_dir / "encoder" / "config.json").is_file()
     epochs_logged = {int(r["epoch"]) for r in read_metrics(run_dir) if "val/top1_50way" in r}
     assert epochs_logged >= set(range(killed_at + 1, epochs))
+
+
+@pytest.mark.parametrize("which", ["best", "last"])
+def test_export_writes_the_configured_checkpoint(tiny_subject, tmp_path, which):
+    from neurocine.training import fit
+
+    cfg = tiny_cfg(tiny_subject, tmp_path, "stage1.n_way=5", "trainer.max_epochs=4",
+                   "stage1.lr=0.05", f"stage1.export={which}")  # fmt: skip
+    run_dir = fit(cfg)
+    ckpt = torch.load(run_dir / "checkpoints" / f"{which}.ckpt", weights_only=True)
+    expected = {
+        k.removeprefix("encoder."): v
+        for k, v in ckpt["state_dict"].items()
+        if k.startswith("encoder.")
+    }
+    exported = FMRIEncoder.from_pretrained(run_dir / "encoder").state_dict()
+    assert exported.keys() == expected.keys()
+    for key, value in expected.items():
+        torch.testing.assert_close(exported[key], value, rtol=0, atol=0, msg=key)
+    if which == "best":
+        info = json.loads((run_dir / "export.json").read_text())
+        assert (info["checkpoint"], info["epoch"]) == ("best", ckpt["epoch"])
+        assert info["monitor"] == "val/top1_5way"
+    else:
+        assert not (run_dir / "export.json").exists()
+
+
+def test_export_must_be_best_or_last(tiny_subject, tmp_path):
+    cfg = tiny_cfg(tiny_subject, tmp_path, "stage1.export=first")
+    with pytest.raises(ConfigError, match="stage1.export"):
+        build_module(cfg, setup_dm(cfg))

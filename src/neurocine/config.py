@@ -11,7 +11,6 @@ default. Required values are ``???`` (omegaconf's ``MISSING``).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from neurocine.errors import ConfigError
+from neurocine.fileio import atomic_path
 
 
 @dataclass
@@ -74,7 +74,7 @@ class DataConfig:
 class ClipConfig:
     """CLIP model that provides the stage-1 targets (``neurocine embed``)."""
 
-    preset: str = "random"  # random (tiny CLIPModel, seeded, in code) | pretrained (local dir)
+    preset: str = "random"  # random (seeded, in code) | pretrained (local dir) | tiny | tiny_eval
     pretrained: str | None = None  # local CLIP dir or cached hub id (implies preset=pretrained)
     frame_reduce: str = "mean"  # mean | middle: how a TR's frames make one image embedding
     batch_size: int = 64
@@ -116,6 +116,7 @@ class Stage1Config:
     n_way_seed: int = 0  # distractor draws of the n-way metric
     learn_temperature: bool = True
     min_lr_ratio: float = 0.0  # cosine schedule ends at lr * min_lr_ratio
+    export: str = "best"  # best (the epoch best on the monitored val n-way) | last
 
 
 @dataclass
@@ -372,10 +373,8 @@ def require(cfg: DictConfig, *keys: str) -> None:
 def save_config(cfg: DictConfig, path: str | Path) -> Path:
     """Write the resolved config as YAML, atomically (temporary name, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
     return path
 
 

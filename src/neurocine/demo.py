@@ -35,9 +35,18 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from neurocine.analysis.runs import comparison_rows, load_run
 from neurocine.config import load_config, merge_layer
-from neurocine.data.schema import atomic_path
+from neurocine.data.simulate import simulate_subject
+from neurocine.embedding import embed_subject
 from neurocine.errors import ConfigError
+from neurocine.evaluation import SAMPLES_DIR, evaluate_run
+from neurocine.evaluator import ensure_evaluator
+from neurocine.fileio import atomic_path
+from neurocine.media import grid_frames, write_gif
+from neurocine.reconstruct import reconstruct
+from neurocine.sweep import with_values
+from neurocine.training import fit
 
 
 @dataclass
@@ -80,13 +89,11 @@ def load_demo_spec(path: str | Path) -> DictConfig:
 
 def stage_configs(spec: DictConfig, overrides: Sequence[str] = ()) -> tuple[DictConfig, DictConfig]:
     """Both stages' validated configs, runs under ``<runs_dir>/<spec.name>/stage1|stage2``."""
-    from neurocine.sweep import _with
-
     out = []
     for stage in ("stage1", "stage2"):
         tokens = [*spec.overrides, *spec[f"{stage}_overrides"], *overrides, f"stage={stage}"]
         cfg = load_config(spec[stage], tokens)
-        out.append(_with(cfg, name=stage, runs_dir=f"{cfg.runs_dir}/{spec.name}"))
+        out.append(with_values(cfg, name=stage, runs_dir=f"{cfg.runs_dir}/{spec.name}"))
     if out[0].data.path != out[1].data.path:
         raise ConfigError(
             f"demo: stage 1 reads {out[0].data.path} but stage 2 reads {out[1].data.path}"
@@ -101,14 +108,6 @@ def run_demo(
     log: Callable[[str], None] = print,
 ) -> DemoResult:
     """Run the demo pipeline (module docstring) and return where everything is."""
-    from neurocine.analysis.runs import comparison_rows, grid_frames, load_run, write_gif
-    from neurocine.embedding import embed_subject
-    from neurocine.evaluation import SAMPLES_DIR, evaluate_run
-    from neurocine.evaluator import ensure_evaluator
-    from neurocine.reconstruct import reconstruct
-    from neurocine.sweep import _with
-    from neurocine.training import fit
-
     seconds: dict[str, float] = {}
     cpu_seconds: dict[str, float] = {}
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -126,8 +125,6 @@ def run_demo(
     if data.is_file():
         log(f"[demo] 1/7 {data} exists: not re-simulated")
     else:
-        from neurocine.data.simulate import simulate_subject
-
         log(f"[demo] 1/7 simulating {data}")
         simulate_subject(cfg1.simulate, data)
     step("simulate")
@@ -143,7 +140,7 @@ def run_demo(
     run1 = fit(cfg1)
     step("stage1")
     log("[demo] 5/7 stage 2: video diffusion conditioned on the stage-1 encoder")
-    run2 = fit(_with(cfg2, **{"stage2.encoder_ckpt": str(run1 / "encoder")}))
+    run2 = fit(with_values(cfg2, **{"stage2.encoder_ckpt": str(run1 / "encoder")}))
     step("stage2")
     log(f"[demo] 6/7 reconstruct {ev.reconstruct_limit or 'all'} test clips")
     samples = run2 / SAMPLES_DIR

@@ -28,8 +28,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from neurocine.data.schema import SPLITS, atomic_path, read_strings, validate
+from neurocine.data.schema import SPLITS, read_strings, validate
 from neurocine.errors import SchemaError
+from neurocine.fileio import atomic_path
 from neurocine.models.clip_targets import (
     describe_clip,
     image_embeddings,

@@ -13,16 +13,15 @@ the train split, see :func:`low_level_decoder`), and writes to ``out_dir``::
     grid.png             ground truth (upper row) vs reconstruction (lower row) per sample
 
 Each video is drawn from its own generator seeded by ``(sampling.seed, row)``, so a sample is
-the same whatever ``--limit`` or batch size. Every file goes to a temporary name first.
+the same whatever ``--limit`` or batch size. Every file goes to a temporary name first; the
+videos and the grid are encoded by :mod:`neurocine.media`.
 """
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +29,15 @@ import h5py
 import numpy as np
 import torch
 from omegaconf import DictConfig
+from tqdm.auto import tqdm
 
 from neurocine.baselines.pixel_ridge import PixelRidge
 from neurocine.config import load_saved_config, merge_layer, parse_overrides
 from neurocine.data.datamodule import FMRIVideoDataModule
-from neurocine.data.schema import atomic_path
 from neurocine.diffusion.pipeline import VideoDecoder
 from neurocine.errors import CheckpointError, ConfigError, SchemaError
+from neurocine.fileio import atomic_path
+from neurocine.media import write_gif, write_grid, write_mp4
 from neurocine.models.fmri_encoder import check_compatible
 
 SPLITS = {"train": "train", "val": "train", "test": "test"}  # DataModule split → HDF5 group
@@ -129,87 +130,6 @@ def sampling_attrs(sampling: DictConfig) -> dict[str, Any]:
     }
 
 
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-
-
-def _even(frames: np.ndarray) -> np.ndarray:
-    """Pad ``[F, H, W, 3]`` by edge replication to even H and W (yuv420p needs them)."""
-    pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
-    if pad_h or pad_w:
-        frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-    return frames
-
-
-def write_mp4(path: str | Path, frames: np.ndarray, fps: float) -> Path:
-    """H.264 mp4 of uint8 ``frames [F, H, W, 3]`` with PyAV (written atomically)."""
-    import av
-
-    path = Path(path)
-    tmp = _tmp(path)
-    frames = _even(np.ascontiguousarray(frames))
-    try:
-        with av.open(str(tmp), "w", format="mp4") as container:
-            stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
-            stream.width, stream.height = int(frames.shape[2]), int(frames.shape[1])
-            stream.pix_fmt = "yuv420p"
-            stream.options = {"crf": "17"}
-            for frame in frames:
-                video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
-                container.mux(stream.encode(video_frame))
-            container.mux(stream.encode())
-        tmp.replace(path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-def write_gif(path: str | Path, frames: np.ndarray, fps: float) -> Path:
-    """Looping GIF of uint8 ``frames [F, H, W, 3]`` with Pillow (written atomically)."""
-    from PIL import Image
-
-    path = Path(path)
-    images = [Image.fromarray(frame) for frame in frames]
-    with atomic_path(path) as tmp:
-        images[0].save(
-            tmp, format="GIF", save_all=True, append_images=images[1:],
-            duration=int(round(1000 / fps)), loop=0,
-        )  # fmt: skip
-    return path
-
-
-def grid_image(truth: np.ndarray, recon: np.ndarray, scale: int = 2, gap: int = 2) -> np.ndarray:
-    """uint8 ``[rows, cols, 3]``: per sample a ground-truth row above a reconstruction row.
-
-    ``truth, recon : [N, F, H, W, 3]``; frames run left to right, nearest-neighbour upscaled by
-    ``scale``, white gaps between frames and between samples.
-    """
-    n, n_frames, h, w, _ = recon.shape
-    h2, w2 = h * scale, w * scale
-    rows = n * (2 * h2 + gap) + gap
-    cols = n_frames * (w2 + gap) + gap
-    canvas = np.full((rows, cols, 3), 255, dtype=np.uint8)
-    for i in range(n):
-        for j, clip in enumerate((truth[i], recon[i])):
-            top = gap + i * (2 * h2 + gap) + j * h2
-            for f in range(n_frames):
-                left = gap + f * (w2 + gap)
-                tile = clip[f].repeat(scale, axis=0).repeat(scale, axis=1)
-                canvas[top : top + h2, left : left + w2] = tile
-    return canvas
-
-
-def write_grid(path: str | Path, truth: np.ndarray, recon: np.ndarray) -> Path:
-    """PNG of :func:`grid_image` (written atomically)."""
-    from PIL import Image
-
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        Image.fromarray(grid_image(truth, recon)).save(tmp, format="PNG")
-    return path
-
-
 def write_reconstructions(
     path: str | Path, frames: np.ndarray, index: np.ndarray, attrs: dict
 ) -> Path:
@@ -257,6 +177,73 @@ def _check_split(path: Path, split: str) -> tuple[str, float]:
     return group, fps
 
 
+def _check_model_fits(
+    decoder: VideoDecoder, datamodule: FMRIVideoDataModule, cfg: DictConfig, source: str
+) -> None:
+    """ConfigError when the run's model does not fit the data (voxels, window, clip shape)."""
+    check_compatible(decoder.encoder, int(datamodule.n_voxels), int(cfg.data.window), None, source)
+    if tuple(datamodule.frames_shape) != decoder.frames_shape:
+        raise ConfigError(
+            f"{cfg.data.path}: clips of {datamodule.frames_shape} (F, H, W), the model was "
+            f"trained on {decoder.frames_shape}"
+        )
+
+
+def sample_loader(
+    decoder: VideoDecoder,
+    loader: Iterable[dict[str, torch.Tensor]],
+    total: int,
+    sampling: DictConfig,
+    low_level: PixelRidge | None = None,
+    progress: bool = False,
+    desc: str = "reconstruct",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sample the first ``total`` clips of ``loader`` (:func:`sample_clips` per batch).
+
+    Returns uint8 reconstructions and ground truth ``[N, F, H, W, 3]`` and the clip rows
+    ``[N]``; with ``progress`` a bar shows the videos done and the DDIM step.
+    """
+    bar = tqdm(total=total, unit="video", desc=desc) if progress else None
+
+    def step(i: int, n: int) -> None:
+        if bar is not None:
+            bar.set_postfix_str(f"DDIM step {i}/{n}")
+
+    recons, truths, rows = [], [], []
+    done = 0
+    for batch in loader:
+        if done >= total:
+            break
+        take = min(total - done, batch["fmri"].shape[0])
+        index = batch["index"][:take]
+        recons.append(
+            sample_clips(decoder, batch["fmri"][:take], index.tolist(), sampling, low_level, step)
+        )
+        truths.append(batch["frames"][:take].numpy())
+        rows.append(index.numpy())
+        done += take
+        if bar is not None:
+            bar.update(take)
+    if bar is not None:
+        bar.close()
+    if not recons:
+        empty = np.zeros((0, *decoder.frames_shape, 3), np.uint8)
+        return empty, empty, np.zeros(0, np.int64)
+    return np.concatenate(recons), np.concatenate(truths), np.concatenate(rows)
+
+
+def write_videos(
+    out_dir: Path, recon: np.ndarray, truth: np.ndarray, index: np.ndarray, split: str, fps: float
+) -> None:
+    """``videos/<split>_<row>.mp4`` and ``.gif`` per clip, and ``grid.png`` of the first ones."""
+    video_dir = out_dir / "videos"
+    video_dir.mkdir(exist_ok=True)
+    for clip, row in zip(recon, index, strict=True):
+        write_mp4(video_dir / f"{split}_{int(row):05d}.mp4", clip, fps)
+        write_gif(video_dir / f"{split}_{int(row):05d}.gif", clip, fps)
+    write_grid(out_dir / "grid.png", truth[:GRID_SAMPLES], recon[:GRID_SAMPLES])
+
+
 def reconstruct(
     run_dir: str | Path,
     out_dir: str | Path,
@@ -289,19 +276,14 @@ def reconstruct(
         Write the mp4/gif files and the grid (the HDF5 file is always written).
     """
     started = time.perf_counter()
+    if limit is not None and int(limit) < 1:
+        raise ConfigError(f"--limit {limit}: must be ≥ 1")
     cfg, decoder = load_run(run_dir, overrides)
     data_path = Path(cfg.data.path)
     group, fps = _check_split(data_path, split)
     datamodule = FMRIVideoDataModule(cfg, read_frames=True, augment=False)
     datamodule.setup("test")
-    check_compatible(
-        decoder.encoder, int(datamodule.n_voxels), int(cfg.data.window), None, str(run_dir)
-    )
-    if tuple(datamodule.frames_shape) != decoder.frames_shape:
-        raise ConfigError(
-            f"{data_path}: clips of {datamodule.frames_shape} (F, H, W), the model was trained "
-            f"on {decoder.frames_shape}"
-        )
+    _check_model_fits(decoder, datamodule, cfg, str(run_dir))
     if device is None:
         use_cuda = torch.cuda.is_available() and str(cfg.trainer.accelerator) != "cpu"
         device = "cuda" if use_cuda else "cpu"
@@ -312,40 +294,10 @@ def reconstruct(
     )
     loader = datamodule.loader(split, batch_size=int(sampling.batch_size))
     total = len(loader.dataset) if limit is None else min(int(limit), len(loader.dataset))
-    if limit is not None and int(limit) < 1:
-        raise ConfigError(f"--limit {limit}: must be ≥ 1")
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, unit="video", desc=f"reconstruct {split}")
-    recons, truths, rows = [], [], []
-    done = 0
     sampling_started = time.perf_counter()
-    for batch in loader:
-        if done >= total:
-            break
-        take = min(total - done, batch["fmri"].shape[0])
-        index = batch["index"][:take]
-
-        def step(i: int, n: int) -> None:
-            if bar is not None:
-                bar.set_postfix_str(f"DDIM step {i}/{n}")
-
-        frames = sample_clips(
-            decoder, batch["fmri"][:take], index.tolist(), sampling, low_level, step
-        )
-        recons.append(frames)
-        truths.append(batch["frames"][:take].numpy())
-        rows.append(index.numpy())
-        done += take
-        if bar is not None:
-            bar.update(take)
-    if bar is not None:
-        bar.close()
-    recon = np.concatenate(recons) if recons else np.zeros((0, *decoder.frames_shape, 3), np.uint8)
-    truth = np.concatenate(truths) if truths else recon
-    index = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    recon, truth, index = sample_loader(
+        decoder, loader, total, sampling, low_level, progress, f"reconstruct {split}"
+    )
     sampling_seconds = time.perf_counter() - sampling_started
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -363,12 +315,7 @@ def reconstruct(
     }
     h5_path = write_reconstructions(out_dir / "reconstructions.h5", recon, index, attrs)
     if videos and len(recon):
-        video_dir = out_dir / "videos"
-        video_dir.mkdir(exist_ok=True)
-        for clip, row in zip(recon, index, strict=True):
-            write_mp4(video_dir / f"{split}_{int(row):05d}.mp4", clip, fps)
-            write_gif(video_dir / f"{split}_{int(row):05d}.gif", clip, fps)
-        write_grid(out_dir / "grid.png", truth[:GRID_SAMPLES], recon[:GRID_SAMPLES])
+        write_videos(out_dir, recon, truth, index, split, fps)
     seconds = time.perf_counter() - started
     return Reconstruction(
         out_dir=out_dir,

@@ -53,8 +53,8 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from neurocine.analysis.runs import final_metrics
 from neurocine.config import load_config, merge_layer, require
-from neurocine.data.schema import atomic_path
 from neurocine.errors import ConfigError
+from neurocine.fileio import atomic_path
 
 STAGES = ("stage1", "stage2")
 EVAL_ROWS = ("neurocine", "mean_frame", "ridge", "oracle")
@@ -215,7 +215,8 @@ def stage1_hash(cfg: DictConfig) -> str:
     return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _with(cfg: DictConfig, **values: Any) -> DictConfig:
+def with_values(cfg: DictConfig, **values: Any) -> DictConfig:
+    """``cfg`` with dotted ``key=value`` settings merged in (validated like a sweep point)."""
     return merge_layer(cfg, _point_layer(values), "sweep")
 
 
@@ -244,7 +245,7 @@ def _run_stage1(cfg: DictConfig, root: Path, log: Callable[[str], None]) -> tupl
         return Path(done["run"]), done["metrics"]
     from neurocine.training import fit
 
-    run = fit(_with(cfg, name="stage1", runs_dir=str(folder)))
+    run = fit(with_values(cfg, name="stage1", runs_dir=str(folder)))
     metrics = final_metrics(run)
     _write_json(folder / "done.json", {"run": str(run), "metrics": metrics})
     return run, metrics
@@ -258,7 +259,7 @@ def _run_stage2(
     from neurocine.training import fit
 
     encoder = str(encoder_run / "encoder")
-    cfg = _with(cfg, name="stage2", runs_dir=str(folder), **{"stage2.encoder_ckpt": encoder})
+    cfg = with_values(cfg, name="stage2", runs_dir=str(folder), **{"stage2.encoder_ckpt": encoder})
     run = fit(cfg)
     limit = cfg.evaluation.reconstruct_limit
     reconstruct(run, run / SAMPLES_DIR, limit=limit, progress=progress, videos=False)

@@ -34,8 +34,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from neurocine.config import save_config
 from neurocine.data.datamodule import FMRIVideoDataModule
-from neurocine.data.schema import atomic_path
 from neurocine.errors import CheckpointError, ConfigError
+from neurocine.fileio import atomic_path
 
 STAGES = ("stage1", "stage2")
 RUN_DIR_ENV = "NEUROCINE_RUN_DIR"
@@ -73,11 +73,8 @@ def latest_run(runs_dir: str | Path, name: str) -> Path:
 def mark_latest(run_dir: Path) -> None:
     """Point ``runs/<name>/latest`` at ``run_dir`` (replace the link atomically)."""
     link = run_dir.parent / "latest"
-    tmp = run_dir.parent / f".latest.tmp-{os.getpid()}"
-    if tmp.is_symlink():
-        tmp.unlink()
-    tmp.symlink_to(run_dir.name)
-    tmp.replace(link)
+    with atomic_path(link) as tmp:
+        tmp.symlink_to(run_dir.name)
 
 
 def environment() -> dict:
@@ -282,6 +279,37 @@ def fit(cfg: DictConfig) -> Path:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if trainer.is_global_zero:
         if hasattr(module, "export"):
+            if getattr(module, "export_checkpoint", "last") == "best":
+                restore_best(trainer, module, run_dir)
             module.export(run_dir)
         mark_latest(run_dir)
     return run_dir
+
+
+def restore_best(trainer: L.Trainer, module: L.LightningModule, run_dir: Path) -> dict | None:
+    """Load the weights of the best checkpoint into ``module`` before it is exported.
+
+    The best checkpoint is the one the ``best`` ModelCheckpoint kept by the module's
+    ``checkpoint_monitor``. What was restored (epoch, metric, score) goes to
+    ``<run_dir>/export.json``; a run without a best checkpoint (no monitor, or no validation
+    epoch) exports its last weights and records that.
+    """
+    best = next(
+        (c for c in trainer.checkpoint_callbacks if getattr(c, "filename", None) == "best"), None
+    )
+    path = Path(best.best_model_path) if best is not None and best.best_model_path else None
+    if path is None or not path.is_file():
+        info = {"checkpoint": "last", "reason": "no best checkpoint was written"}
+    else:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        module.load_state_dict(checkpoint["state_dict"])
+        score = best.best_model_score
+        info = {
+            "checkpoint": "best",
+            "epoch": int(checkpoint["epoch"]),
+            "monitor": best.monitor,
+            "score": None if score is None else float(score),
+        }
+    with atomic_path(run_dir / "export.json") as tmp:
+        tmp.write_text(json.dumps(info, indent=2))
+    return info

@@ -24,7 +24,6 @@ simulator, ``unknown`` otherwise).
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,8 +41,9 @@ from neurocine.analysis.attribution import (
     spatial_patches,
 )
 from neurocine.data.cifti import N_STANDARD
-from neurocine.data.schema import atomic_path, read_strings
+from neurocine.data.schema import read_strings
 from neurocine.errors import CheckpointError, ConfigError, DataError
+from neurocine.fileio import atomic_dir
 
 SURFACE_VIEWS = (
     ("left", "lateral"),
@@ -440,27 +440,20 @@ def write_brain_maps(
     auc = None
     if voxels.signal is not None and 0 < voxels.signal.sum() < voxels.signal.size:
         auc = {m: signal_auc(v, voxels.signal) for m, v in maps.items()}
-    with atomic_path(out) as tmp:
-        try:
-            tmp.mkdir()
-            files = []
-            for method, values in maps.items():
-                files += [
-                    out / p.relative_to(tmp)
-                    for p in write_map_files(tmp, method, values, voxels, mesh)
-                ]
-            summary = {
-                "run": str(run.path),
-                "split": split,
-                "windows": int(inputs.fmri.shape[0]),
-                "methods": list(maps),
-                "seconds": {k: round(v, 2) for k, v in seconds.items()},
-                "signal_auc": auc,
-            }
-            (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+    with atomic_dir(out) as tmp:
+        files = []
+        for method, values in maps.items():
+            written = write_map_files(tmp, method, values, voxels, mesh)
+            files += [out / p.relative_to(tmp) for p in written]
+        summary = {
+            "run": str(run.path),
+            "split": split,
+            "windows": int(inputs.fmri.shape[0]),
+            "methods": list(maps),
+            "seconds": {k: round(v, 2) for k, v in seconds.items()},
+            "signal_auc": auc,
+        }
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
     return BrainMapResult(out, maps, seconds, auc, files + [out / "summary.json"])
 
 

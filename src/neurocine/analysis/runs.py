@@ -18,7 +18,7 @@ from typing import Any
 
 import h5py
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from neurocine.config import load_saved_config
 from neurocine.errors import CheckpointError
@@ -264,57 +264,6 @@ def latest_run(runs_dir: str | Path, name: str) -> Run:
     return Run(Path(runs_dir) / name / "latest")
 
 
-def grid_frames(rows: list[np.ndarray], scale: int = 3, gap: int = 2) -> np.ndarray:
-    """Animated comparison grid: ``rows`` of clips ``[N, F, H, W, 3]`` → ``[F, H', W', 3]``.
-
-    Row r, column i shows clip i of ``rows[r]`` (e.g. ground truth, reconstruction, oracle),
-    nearest-neighbour upscaled by ``scale``, separated by white gaps.
-    """
-    n, f, h, w, _ = rows[0].shape
-    if any(r.shape != rows[0].shape for r in rows):
-        raise CheckpointError(f"grid rows differ in shape: {[r.shape for r in rows]}")
-    h2, w2 = h * scale, w * scale
-    canvas = np.full(
-        (f, gap + len(rows) * (h2 + gap), gap + n * (w2 + gap), 3), 255, dtype=np.uint8
-    )
-    for r, clips in enumerate(rows):
-        up = clips.repeat(scale, axis=2).repeat(scale, axis=3)
-        top = gap + r * (h2 + gap)
-        for i in range(n):
-            left = gap + i * (w2 + gap)
-            canvas[:, top : top + h2, left : left + w2] = up[i]
-    return canvas
-
-
-def gif_bytes(frames: np.ndarray, fps: float) -> bytes:
-    """A looping GIF of uint8 frames ``[F, H, W, 3]`` (for ``IPython.display.Image``)."""
-    import io
-
-    from PIL import Image
-
-    images = [Image.fromarray(frame) for frame in frames]
-    buffer = io.BytesIO()
-    images[0].save(
-        buffer,
-        format="GIF",
-        save_all=True,
-        append_images=images[1:],
-        duration=int(round(1000 / max(fps, 0.1))),
-        loop=0,
-    )
-    return buffer.getvalue()
-
-
-def write_gif(path: str | Path, frames: np.ndarray, fps: float) -> Path:
-    """:func:`gif_bytes` written atomically to ``path``."""
-    from neurocine.data.schema import atomic_path
-
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(gif_bytes(frames, fps))
-    return path
-
-
 def comparison_rows(recon: Reconstructions, n: int = 8) -> tuple[list[np.ndarray], list[str]]:
     """``n`` evenly spaced clips of ground truth, reconstruction (and oracle), with row names.
 
@@ -349,13 +298,15 @@ def load_sweep(path: str | Path, as_frame: bool | None = None):
 
 
 def sweep_spec(path: str | Path) -> DictConfig:
-    """The validated spec a sweep folder was run with (``sweep.yaml``)."""
-    from omegaconf import OmegaConf
+    """The validated spec a sweep folder was run with (``sweep.yaml``, read-only).
 
-    from neurocine.sweep import SweepSpec
-
+    The sweep runner writes the spec after validating it, every field filled in, so it is read
+    back as it is (struct mode: a misspelt key raises).
+    """
     path = Path(path)
     spec_path = path / "sweep.yaml" if path.is_dir() else path
     if not spec_path.is_file():
         raise CheckpointError(f"{spec_path}: no sweep.yaml")
-    return OmegaConf.merge(OmegaConf.structured(SweepSpec), OmegaConf.load(spec_path))
+    spec = OmegaConf.load(spec_path)
+    OmegaConf.set_struct(spec, True)
+    return spec

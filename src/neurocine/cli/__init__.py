@@ -18,8 +18,19 @@ from neurocine import __version__
 from neurocine.errors import NeuroCineError
 
 # Modules under neurocine.cli that define ``register(subparsers)``.
-COMMAND_MODULES = ("data", "train", "embed", "preprocess", "pretrain", "reconstruct", "evaluate")
-COMMAND_MODULES += ("brain_map",)
+COMMAND_MODULES = (
+    "data",
+    "train",
+    "embed",
+    "preprocess",
+    "pretrain",
+    "reconstruct",
+    "evaluate",
+    "evaluator",
+    "sweep",
+    "demo",
+    "brain_map",
+)
 
 
 class OneLineParser(argparse.ArgumentParser):

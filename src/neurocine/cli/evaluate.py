@@ -1,10 +1,8 @@
-"""``neurocine evaluate``, ``train-evaluator``, ``sweep`` and ``demo``: results of runs."""
+"""``neurocine evaluate``: score a run's reconstructions beside the baselines."""
 
 from __future__ import annotations
 
 import argparse
-
-from neurocine.cli.common import add_config_arguments
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -15,42 +13,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     print(evaluation.table)
     print(f"wrote {evaluation.json_path} and {evaluation.md_path}")
-    return 0
-
-
-def _train_evaluator(args: argparse.Namespace) -> int:
-    from neurocine.config import load_config
-    from neurocine.evaluator import train_evaluator
-
-    cfg = load_config(args.config, args.overrides)
-    out = args.out or cfg.evaluation.evaluator_dir
-    report = train_evaluator(
-        cfg.data.path, cfg.evaluation.evaluator, out, progress=not args.no_progress
-    )
-    for line in report.lines():
-        print(line)
-    return 0
-
-
-def _sweep(args: argparse.Namespace) -> int:
-    from neurocine.sweep import expand, load_spec, run_sweep
-
-    if args.dry_run:
-        spec = load_spec(args.file)
-        for point in expand(spec, args.file):
-            print(point.id)
-        return 0
-    result = run_sweep(args.file, progress=not args.no_progress)
-    print(result.md_path.read_text())
-    print(f"ran {len(result.ran)}, skipped {len(result.skipped)} finished point(s)")
-    print(f"wrote {result.csv_path}, {result.md_path} and {result.plot_path}")
-    return 0
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from neurocine.demo import run_demo
-
-    run_demo(args.config, args.overrides, progress=not args.no_progress)
     return 0
 
 
@@ -68,33 +30,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("overrides", nargs="*", help="key=value (evaluation.baselines=[mean_frame], …)")
     p.set_defaults(func=_evaluate)
-
-    p = sub.add_parser(
-        "train-evaluator",
-        help="train the small frame/video classifier of simulated data (n-way metrics)",
-        description="Trains on the ground-truth training clips and labels of data.path and "
-        "saves it to <data.path>.evaluator/ (or evaluation.evaluator_dir / --out).",
-    )
-    p.add_argument("--out", default=None, help="output folder (default: <data.path>.evaluator)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_config_arguments(p)
-    p.set_defaults(func=_train_evaluator)
-
-    p = sub.add_parser(
-        "sweep",
-        help="run a grid of experiments from a sweep YAML (results.csv/.md, plot.png)",
-        description="Validates every point against the config schema before running; points "
-        "already finished are skipped on a re-run.",
-    )
-    p.add_argument("file", help="sweep YAML (experiments/sweeps/<name>.yaml)")
-    p.add_argument("--dry-run", action="store_true", help="validate and list the points only")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=_sweep)
-
-    p = sub.add_parser(
-        "demo",
-        help="simulate → embed → stage 1 → stage 2 → reconstruct → evaluate, end to end",
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    add_config_arguments(p, default="experiments/demo.yaml")
-    p.set_defaults(func=_demo)

@@ -1,4 +1,6 @@
-"""Wen et al. (2018) "cc2017" video-fMRI dataset (Purdue release) → subject HDF5 (docs/design.md §3).
+"""Wen et al. (2018) "cc2017" video-fMRI dataset (Purdue release) → subject HDF5.
+
+The subject file is the contract of docs/design.md §3.
 
 The release holds, per subject, CIFTI-2 dense time series (TR 2 s) of 18 training segments × 2
 repeats and 5 test segments × 10 repeats, and 8-minute 30 fps movies. Layout patterns, volume

@@ -1,8 +1,8 @@
 """FMRIVideoDataModule: a subject HDF5 file → (fMRI window, clip) pairs, augmented on the batch.
 
 The clip shown at TR ``t`` is paired with the fMRI window of ``window`` TRs starting at
-``t + lag_trs`` (docs/design.md §3). Windows never cross a run: at a run's end the window repeats the
-run's last TR, and a TR whose response would start after the run's end has no sample.
+``t + lag_trs`` (docs/design.md §3). Windows never cross a run: at a run's end the window
+repeats the run's last TR, and a TR whose response would start after the run's end has no sample.
 
 Validation holds out the last ``val_runs`` training runs (whole runs: no neighbouring TR leaks
 between training and validation); testing uses the test split.

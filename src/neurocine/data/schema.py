@@ -20,17 +20,17 @@ validation never leaves a half-written subject file behind.
 
 from __future__ import annotations
 
-import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from neurocine import __version__
 from neurocine.errors import SchemaError
+from neurocine.fileio import atomic_path
 
 SCHEMA_VERSION = 1
 SPLITS = ("train", "test")
@@ -55,23 +55,7 @@ EMBEDDINGS = ("clip_image", "clip_text")
 
 def created_by() -> str:
     """Provenance string stored in ``/``: package version and the command line."""
-    from neurocine import __version__
-
     return f"neurocine {__version__}: {' '.join(sys.argv)}"
-
-
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling of ``path``; rename it onto ``path`` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        yield tmp
-        tmp.replace(path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _chunk_rows(row_bytes: int, target_bytes: int = 1 << 20) -> int:

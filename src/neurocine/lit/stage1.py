@@ -11,7 +11,8 @@ Logged: ``train/loss`` (+ per target, temperature, samples/s), ``val/loss``,
 ``val/top5_50way`` (n-way against the whole validation split) on the image targets, the same
 with ``_text`` for the text targets, and the ``test/…`` twins in ``trainer.test``. The driver
 keeps the best checkpoint by ``val/top1_50way`` (:attr:`checkpoint_monitor`); :meth:`export`
-writes the encoder alone (``<run>/encoder/``: ``config.json`` + safetensors) for stage 2.
+writes the encoder alone (``<run>/encoder/``: ``config.json`` + safetensors) for stage 2, from
+the best epoch by default (``stage1.export: best``, :attr:`export_checkpoint`) or the last.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from torch import nn
 from neurocine.errors import ConfigError, SchemaError
 from neurocine.lit.losses import contrastive_loss
 from neurocine.metrics import NWayRetrieval, RetrievalTopK
-from neurocine.models.fmri_encoder import FMRIEncoder, build_encoder
+from neurocine.models.encoder_factory import build_encoder
+from neurocine.models.fmri_encoder import FMRIEncoder
 
 TARGETS = ("clip_image", "clip_text")
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP's clamp of the inverse temperature
@@ -80,6 +82,9 @@ class ContrastiveEncoderModule(L.LightningModule):
     n_way, n_way_trials, n_way_seed : int
         The validation n-way retrieval (50-way, 100 trials).
     min_lr_ratio : float, default=0.0
+    export_checkpoint : {"best", "last"}, default="best"
+        Which weights :meth:`export` writes: the best epoch by :attr:`checkpoint_monitor` (the
+        driver restores it before exporting) or the last.
     """
 
     def __init__(
@@ -97,6 +102,7 @@ class ContrastiveEncoderModule(L.LightningModule):
         n_way_trials: int = 100,
         n_way_seed: int = 0,
         min_lr_ratio: float = 0.0,
+        export_checkpoint: str = "best",
     ) -> None:
         super().__init__()
         if encoder is None:
@@ -128,6 +134,11 @@ class ContrastiveEncoderModule(L.LightningModule):
         # image target, or of the text target when only the text target is trained.
         suffix = "" if self.weights["clip_image"] > 0 else "_text"
         self.checkpoint_monitor = (f"val/top1_{n_way}way{suffix}", "max")
+        if export_checkpoint not in ("best", "last"):
+            raise ConfigError(
+                f"key 'stage1.export': '{export_checkpoint}' is not one of ('best', 'last')"
+            )
+        self.export_checkpoint = export_checkpoint
         self._epoch_samples = 0
         self._epoch_start = 0.0
 
@@ -295,4 +306,5 @@ def build_module(cfg: Any, datamodule: Any) -> ContrastiveEncoderModule:
         n_way_trials=int(s1.n_way_trials),
         n_way_seed=int(s1.n_way_seed),
         min_lr_ratio=float(s1.min_lr_ratio),
+        export_checkpoint=str(s1.export),
     )

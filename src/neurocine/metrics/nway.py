@@ -1,4 +1,6 @@
-"""N-way top-k classification accuracy of reconstructions (docs/design.md §10, MinD-Video's protocol).
+"""N-way top-k classification accuracy of reconstructions (MinD-Video's protocol).
+
+The protocol is docs/design.md §10.
 
 A pretrained classifier looks at the ground truth and at the reconstruction. The K (= 3) classes
 it ranks highest on the ground truth are the "true" classes. In each trial, ``n_way - 1``

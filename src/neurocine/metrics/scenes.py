@@ -1,4 +1,4 @@
-"""Which clips the metrics keep: clips spanning a scene cut are left out (docs/design.md §3, §10)."""
+"""Which clips the metrics keep: clips spanning a scene cut are left out (docs/design.md §10)."""
 
 from __future__ import annotations
 

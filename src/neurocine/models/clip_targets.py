@@ -13,6 +13,9 @@
 - ``tiny``: the CLIP trained on the simulated world and shipped with the package
   (``neurocine/pretrained/clip``, ``neurocine pretrain clip``; or ``cfg.clip.pretrained``),
   loaded by the ``pretrained`` path. Its embeddings carry the simulated world's semantics.
+- ``tiny_eval``: a second shipped tiny CLIP (``neurocine/pretrained/clip_eval``: another seed,
+  other simulated scenes) that only scores reconstructions, so that evaluation is not done by
+  the CLIP the model was trained and conditioned on.
 
 A new preset is one more entry in :data:`LOADERS`.
 
@@ -186,11 +189,14 @@ def _pretrained_clip(clip_cfg: Any):
 # The tiny CLIP trained on the simulated world and shipped with the package (``neurocine
 # pretrain clip``); saved like any CLIP, so it loads through the ``pretrained`` path.
 TINY_CLIP_DIR = Path(__file__).resolve().parent.parent / "pretrained" / "clip"
+# A second tiny CLIP (another seed, other simulated scenes) that only scores reconstructions:
+# the semantic columns of `neurocine evaluate` are not measured by the conditioning CLIP.
+TINY_EVAL_CLIP_DIR = TINY_CLIP_DIR.parent / "clip_eval"
 
 
-def _tiny_clip(clip_cfg: Any):
-    """The shipped tiny CLIP (or ``clip.pretrained``: a retrained copy), via ``from_pretrained``."""
-    source = Path(clip_cfg.pretrained) if clip_cfg.pretrained else TINY_CLIP_DIR
+def _shipped_clip(clip_cfg: Any, default: Path):
+    """A shipped tiny CLIP (or ``clip.pretrained``: a retrained copy), via ``from_pretrained``."""
+    source = Path(clip_cfg.pretrained) if clip_cfg.pretrained else default
     if not (source / "config.json").is_file():
         raise CheckpointError(
             f"{source}: the tiny CLIP is missing: run `make pretrained` or use clip.preset=random"
@@ -201,7 +207,8 @@ def _tiny_clip(clip_cfg: Any):
 LOADERS: dict[str, Callable[[Any], tuple]] = {
     "random": _random_clip,
     "pretrained": _pretrained_clip,
-    "tiny": _tiny_clip,
+    "tiny": lambda cfg: _shipped_clip(cfg, TINY_CLIP_DIR),
+    "tiny_eval": lambda cfg: _shipped_clip(cfg, TINY_EVAL_CLIP_DIR),
 }
 
 

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
 from neurocine.config import ClipConfig
+from neurocine.data import render
 from neurocine.fileio import atomic_dir
 from neurocine.models.clip_targets import (
     CLIP_MEAN,
@@ -220,8 +221,6 @@ def retrieval_quality(model, preprocess, tokenizer, clips: PretrainClips) -> dic
     image→text retrievals whose caption names the right attribute; ``category_zero_shot`` is
     64-way shape×colour classification of each clip with the prompts "a {colour} {shape}".
     """
-    from neurocine.data import render
-
     img = image_embeddings(model, preprocess, clips.frames, "mean")
     txt = text_embeddings(model, tokenizer, clips.caption)
     sim = (img @ txt.T).numpy()

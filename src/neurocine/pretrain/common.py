@@ -10,8 +10,6 @@ and ``MODEL_CARD.md`` are all written.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -26,6 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from neurocine.config import SimulationConfig, parse_overrides
 from neurocine.errors import ConfigError
+from neurocine.machine import machine
 from neurocine.pretrain.data import PretrainClips, cache_dir, cached_clips
 
 PRETRAINED_ROOT = Path(__file__).resolve().parent.parent / "pretrained"
@@ -174,24 +173,6 @@ def build_trainer(cfg: DictConfig, log_dir: Path) -> L.Trainer:
         num_sanity_val_steps=0,
         limit_val_batches=0,
         gradient_clip_val=1.0,
-    )
-
-
-def machine() -> str:
-    """The machine in one line: CPU, cores, GPU, torch version and threads."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
-    load = f", load average {os.getloadavg()[1]:.1f}" if hasattr(os, "getloadavg") else ""
-    return (
-        f"{cpu}, {os.cpu_count()} cores{gpu}; torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads){load}"
     )
 
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from neurocine.data import render
-from neurocine.data.schema import atomic_path
 from neurocine.errors import ConfigError
+from neurocine.fileio import atomic_path
 
 TRS_PER_RUN = 40  # scene sampling restarts (a cut) every run, as in the subject files
 CACHE_ENV = "NEUROCINE_CACHE"

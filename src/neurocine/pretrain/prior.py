@@ -39,11 +39,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
-from neurocine.config import ClipConfig, UNetConfig
+from neurocine.config import ClipConfig, EvaluatorConfig, UNetConfig
+from neurocine.data.render import N_CLASSES
 from neurocine.diffusion.loss import epsilon_loss
 from neurocine.diffusion.sampling import ddim_sample
-from neurocine.diffusion.scheduler import training_scheduler
+from neurocine.diffusion.scheduler import DependentDDPMScheduler, training_scheduler
+from neurocine.evaluator import LabelledClips, TrainedClassifier, fit_classifier
 from neurocine.fileio import atomic_dir
+from neurocine.metrics import frame_based_n_way, video_based_n_way, video_ssim
 from neurocine.models.clip_targets import image_embeddings, load_clip, text_embeddings
 from neurocine.models.video_unet import (
     ConditionAdapter,
@@ -296,9 +299,6 @@ def sample_videos(
 
 def train_scorer(train: PretrainClips, epochs: int = 12, seed: int = 0):
     """The simulated-data evaluator (:mod:`neurocine.evaluator`) trained on pretraining clips."""
-    from neurocine.config import EvaluatorConfig
-    from neurocine.data.render import N_CLASSES
-    from neurocine.evaluator import LabelledClips, TrainedClassifier, fit_classifier
 
     # Pseudo-runs of 200 clips (fewer for tiny sets: at least two); the last one validates.
     runs = np.arange(len(train)) // max(1, min(200, len(train) // 2))
@@ -310,8 +310,6 @@ def train_scorer(train: PretrainClips, epochs: int = 12, seed: int = 0):
 
 def semantic_scores(classifier, videos: np.ndarray, truth: np.ndarray, seed: int = 0) -> dict:
     """50-way and 2-way video- and frame-based top-1 of ``videos`` against ``truth``."""
-    from neurocine.metrics import frame_based_n_way, video_based_n_way
-
     out = {}
     gt_f, gt_v = classifier.probs(truth)  # the evaluator's softmax per frame and per clip
     pred_f, pred_v = classifier.probs(videos)
@@ -341,8 +339,6 @@ def prior_quality(
     (the classifier's own accuracy). Columns: 50-/2-way top-1 (the simulated-data evaluator,
     video- and frame-based) and SSIM against the true clip.
     """
-    from neurocine.metrics import video_ssim
-
     n = min(int(recipe.n_eval), len(val))
     held = val.subset(slice(0, n))
     text, _ = clip_embeddings(clip_dir, held)
@@ -418,8 +414,6 @@ def save_prior(unet, adapter, scheduler, directory: Path, fp16: bool = True) -> 
 def load_prior(directory: str | Path):
     """A saved prior as float32: ``(UNetMotionModel, ConditionAdapter, scheduler)``."""
     from diffusers import UNetMotionModel
-
-    from neurocine.diffusion.scheduler import DependentDDPMScheduler
 
     directory = Path(directory)
     unet = UNetMotionModel.from_pretrained(

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
 from neurocine.fileio import atomic_dir
+from neurocine.metrics import video_psnr, video_ssim
 from neurocine.pretrain.common import (
     PretrainDataConfig,
     RunConfig,
@@ -169,8 +170,6 @@ def mean_frame_clips(train: PretrainClips, n: int) -> np.ndarray:
 
 def reconstruction_quality(vae, train: PretrainClips, val: PretrainClips) -> dict[str, float]:
     """SSIM/PSNR of reconstructions of the held-out clips, and of the mean-frame baseline."""
-    from neurocine.metrics import video_psnr, video_ssim
-
     recon = reconstruct_clips(vae, val.frames)
     baseline = mean_frame_clips(train, len(val))
     return {
