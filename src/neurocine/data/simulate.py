@@ -430,7 +430,8 @@ def simulate_arrays(cfg: DictConfig) -> Simulation:
         ("train", train, cfg.n_train_runs, 1, rng_noise_train, 0),
         ("test", test, cfg.n_test_runs, cfg.test_repeats, rng_noise_test, cfg.n_train_runs),
     ):
-        clean = (cfg.snr * signal * (raw[split] - mu) / sd).astype(np.float32)
+        clean = (cfg.snr * (raw[split] - mu) / sd).astype(np.float32)
+        clean = np.where(signal, clean, np.float32(0))  # all-signal (default): unchanged
         noise = temporal_noise(rng, repeats, n_runs, cfg.trs_per_run, spatial, cfg.ar1)
         bold = clean[None] + noise
         meta = _per_tr(stim, f, first_scene)
