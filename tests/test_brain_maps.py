@@ -282,6 +282,8 @@ def test_unknown_method_or_mesh_in_the_library_is_a_config_error(trained_run, tm
         brain_maps.write_brain_maps(trained_run, tmp_path / "m", methods=("saliency",))
     with pytest.raises(ConfigError, match="surface mesh 'bumpy'"):
         brain_maps.write_brain_maps(trained_run, tmp_path / "m", mesh="bumpy")
+    with pytest.raises(ConfigError, match="windows=0"):
+        brain_maps.write_brain_maps(trained_run, tmp_path / "m", n_windows=0)
     assert not (tmp_path / "m").exists()
 
 

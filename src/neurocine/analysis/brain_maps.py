@@ -116,6 +116,8 @@ def run_inputs(run, split: str = "test", n_windows: int | None = None) -> RunInp
     from neurocine.data.datamodule import FMRIVideoDataModule
     from neurocine.models.fmri_encoder import FMRIEncoder
 
+    if n_windows is not None and n_windows < 1:
+        raise ConfigError(f"brain map: windows={n_windows} must be at least 1")
     encoder_dir = run.encoder_dir()
     if encoder_dir is None:
         raise CheckpointError(f"{run.path}: no exported encoder (encoder/ or model/encoder/)")
