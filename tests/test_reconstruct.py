@@ -136,7 +136,7 @@ def test_ridge_start_is_recorded_and_keeps_the_ridge_video(run_dir, tmp_path):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["sampling.init=vdvae"], r"sampling.init='vdvae': expected one of \('noise', 'ridge'\)"),
+        (["sampling.init=vdvae"], "sampling.init='vdvae': must be one of noise, ridge"),
         (["sampling.strength=0.5"], "sampling.strength=0.5 needs an initial video"),
         (["sampling.init=ridge", "sampling.strength=1.5"], r"must be in \(0, 1\]"),
     ],

@@ -400,6 +400,9 @@ def test_export_writes_the_configured_checkpoint(tiny_subject, tmp_path, which):
 
 
 def test_export_must_be_best_or_last(tiny_subject, tmp_path):
-    cfg = tiny_cfg(tiny_subject, tmp_path, "stage1.export=first")
+    with pytest.raises(ConfigError, match="stage1.export='first': must be one of best, last"):
+        tiny_cfg(tiny_subject, tmp_path, "stage1.export=first")
+    cfg = tiny_cfg(tiny_subject, tmp_path)
+    cfg.stage1.export = "first"  # changed in code, after load_config's check
     with pytest.raises(ConfigError, match="stage1.export"):
         build_module(cfg, setup_dm(cfg))

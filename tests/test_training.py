@@ -6,11 +6,11 @@ import pytest
 
 from neurocine.config import load_config
 from neurocine.errors import CheckpointError, ConfigError
+from neurocine.run_status import latest_target, write_status
 from neurocine.training import (
     RUN_DIR_ENV,
     environment,
     fit,
-    latest_run,
     mark_latest,
     new_run_dir,
     resolve_run,
@@ -22,9 +22,19 @@ def test_new_run_dirs_are_distinct_and_latest_follows(tmp_path):
     b = new_run_dir(tmp_path, "exp")
     assert a != b and a.parent == b.parent == tmp_path / "exp"
     mark_latest(a)
-    assert latest_run(tmp_path, "exp") == a.resolve()
+    assert latest_target(tmp_path / "exp") == a.resolve()
     mark_latest(b)
-    assert latest_run(tmp_path, "exp") == b.resolve()
+    assert latest_target(tmp_path / "exp") == b.resolve()
+
+
+def _run(runs, state, ckpt=True):
+    run = new_run_dir(runs, "exp")
+    (run / "config.yaml").write_text("name: exp\n")
+    write_status(run, state)
+    if ckpt:
+        (run / "checkpoints").mkdir()
+        (run / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    return run.resolve()
 
 
 def test_resume_resolution(tmp_path, monkeypatch):
@@ -32,13 +42,12 @@ def test_resume_resolution(tmp_path, monkeypatch):
     cfg = load_config(None, [f"runs_dir={tmp_path}", "name=exp", "ckpt_path=last"])
     with pytest.raises(CheckpointError, match="no previous run of experiment 'exp'"):
         resolve_run(cfg)
-    run = new_run_dir(tmp_path, "exp")
-    mark_latest(run)
-    with pytest.raises(CheckpointError, match="no last.ckpt"):
-        resolve_run(cfg)
-    (run / "checkpoints").mkdir()
-    (run / "checkpoints" / "last.ckpt").write_bytes(b"x")
-    assert resolve_run(cfg) == (run.resolve(), str(run.resolve() / "checkpoints" / "last.ckpt"))
+    finished = _run(tmp_path, "finished")
+    _run(tmp_path, "finished", ckpt=False)  # nothing to resume from
+    _run(tmp_path, "failed")  # failed runs are resumed only by name (ckpt_path=FILE)
+    assert resolve_run(cfg) == (finished, str(finished / "checkpoints" / "last.ckpt"))
+    interrupted = _run(tmp_path, "interrupted")
+    assert resolve_run(cfg)[0] == interrupted  # the newest resumable run, latest or not
     explicit = load_config(None, [f"ckpt_path={tmp_path / 'missing.ckpt'}"])
     with pytest.raises(CheckpointError, match="missing.ckpt: checkpoint not found"):
         resolve_run(explicit)

@@ -32,7 +32,7 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from neurocine.baselines.pixel_ridge import PixelRidge
-from neurocine.config import load_saved_config, merge_layer, parse_overrides
+from neurocine.config import load_run_config
 from neurocine.data.datamodule import FMRIVideoDataModule
 from neurocine.diffusion.pipeline import VideoDecoder
 from neurocine.errors import CheckpointError, ConfigError, SchemaError
@@ -153,8 +153,7 @@ def load_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> tuple[DictCo
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         raise CheckpointError(f"{run_dir}: no config.yaml: not a run directory")
-    cfg = load_saved_config(config_path)
-    cfg = merge_layer(cfg, parse_overrides(overrides), "overrides")
+    cfg = load_run_config(config_path, overrides)
     model_dir = run_dir / MODEL_DIR
     if not model_dir.is_dir():
         raise CheckpointError(

@@ -52,7 +52,7 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from neurocine.analysis.runs import final_metrics
-from neurocine.config import load_config, merge_layer, require
+from neurocine.config import check_config, load_config, merge_layer, require
 from neurocine.errors import ConfigError
 from neurocine.fileio import atomic_path
 
@@ -164,7 +164,7 @@ def stage_config(
     cfg = load_config(experiment, tokens)
     cfg = merge_layer(cfg, _point_layer(rest), f"{source}: {point_id(values)}")
     OmegaConf.set_struct(cfg, True)
-    return cfg
+    return check_config(cfg)
 
 
 def expand(spec: DictConfig, source: str = "sweep") -> list[Point]:

@@ -4,8 +4,10 @@ A run lives in ``runs/<name>/<timestamp>/`` (docs/design.md §9) with ``config.y
 config), ``environment.json`` (package versions, git commit, argv), ``checkpoints/``
 (``last.ckpt`` and the best by the module's monitored metric), ``logs/`` (CSV, and TensorBoard
 when installed) and whatever the module exports (stage 1: ``encoder/``).
-``runs/<name>/latest`` points at the newest run, so ``ckpt_path=last`` resumes it and stage 2's
-``encoder_ckpt`` can name ``runs/stage1/latest/encoder``.
+``status.json`` says whether it is running, finished, failed or interrupted
+(:mod:`neurocine.run_status`). ``runs/<name>/latest`` points at the run that finished last, so
+stage 2's ``encoder_ckpt`` can name ``runs/stage1/latest/encoder``; ``ckpt_path=last`` resumes
+the newest interrupted or finished run.
 
 DDP (``trainer.devices=2 trainer.strategy=ddp``) re-launches the command in child processes;
 they find the run directory chosen by rank 0 in ``NEUROCINE_RUN_DIR``.
@@ -17,6 +19,7 @@ import importlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -32,10 +35,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
-from neurocine.config import save_config
+from neurocine.config import check_config, save_config
 from neurocine.data.datamodule import FMRIVideoDataModule
-from neurocine.errors import CheckpointError, ConfigError
+from neurocine.errors import CheckpointError, ConfigError, NeuroCineError
 from neurocine.fileio import atomic_path
+from neurocine.run_status import list_runs, resumable_run, write_status
 
 STAGES = ("stage1", "stage2")
 RUN_DIR_ENV = "NEUROCINE_RUN_DIR"
@@ -62,19 +66,28 @@ def new_run_dir(runs_dir: str | Path, name: str) -> Path:
     raise ConfigError(f"{base}: cannot create a new run directory")
 
 
-def latest_run(runs_dir: str | Path, name: str) -> Path:
-    """The run that ``runs/<name>/latest`` points at."""
-    link = Path(runs_dir) / name / "latest"
-    if not link.exists():
-        raise CheckpointError(f"{link}: no previous run of experiment '{name}' to resume")
-    return link.resolve()
-
-
 def mark_latest(run_dir: Path) -> None:
     """Point ``runs/<name>/latest`` at ``run_dir`` (replace the link atomically)."""
     link = run_dir.parent / "latest"
     with atomic_path(link) as tmp:
         tmp.symlink_to(run_dir.name)
+
+
+def unmark_latest(run_dir: Path) -> None:
+    """If ``latest`` points at ``run_dir`` (a resumed run that did not finish), point it at the
+    newest other finished run, or remove it."""
+    link = run_dir.parent / "latest"
+    if not link.is_symlink() or link.resolve() != run_dir.resolve():
+        return
+    finished = [
+        r.path
+        for r in list_runs(run_dir.parent)
+        if r.state == "finished" and r.path.parent == run_dir.parent
+    ]
+    if finished:
+        mark_latest(finished[-1])
+    else:
+        link.unlink()
 
 
 def environment() -> dict:
@@ -106,7 +119,7 @@ def resolve_run(cfg: DictConfig) -> tuple[Path, str | None]:
     inherited = os.environ.get(RUN_DIR_ENV)
     ckpt = cfg.ckpt_path
     if ckpt == "last":
-        run_dir = Path(inherited) if inherited else latest_run(cfg.runs_dir, cfg.name)
+        run_dir = Path(inherited) if inherited else resumable_run(cfg.runs_dir, cfg.name)
         path = run_dir / "checkpoints" / "last.ckpt"
         if not path.is_file():
             raise CheckpointError(f"{path}: no last.ckpt to resume from")
@@ -254,36 +267,108 @@ def build_system(cfg: DictConfig) -> tuple[FMRIVideoDataModule, L.LightningModul
 def fit(cfg: DictConfig) -> Path:
     """Train ``cfg.stage`` and return the run directory.
 
+    The config, the data, the models, a checkpoint to resume and the Trainer's arguments are all
+    checked before a new run directory is kept: bad input leaves nothing behind. From then on
+    the run's ``status.json`` says ``running``, then ``finished``, ``failed`` (with the error)
+    or ``interrupted`` (:mod:`neurocine.run_status`); ``latest`` moves only to a finished run.
+
     Parameters
     ----------
     cfg : DictConfig
-        A validated experiment config (:func:`neurocine.config.load_config`).
+        An experiment config (:func:`neurocine.config.load_config`); checked again here, so a
+        config changed in code gets the same checks.
     """
+    check_config(cfg)
     stage = cfg.stage
-    # Data and model are checked before the run directory exists: bad input writes nothing.
-    datamodule, module, callbacks = build_system(cfg)
+    launcher = is_launcher_process()
+    with _reworded(f"setting up {stage}"):
+        datamodule, module, callbacks = build_system(cfg)
     run_dir, ckpt_path = resolve_run(cfg)
-    if ckpt_path is not None:
-        check_checkpoint(ckpt_path, stage)
-    if is_launcher_process():
+    new = launcher and ckpt_path is None and RUN_DIR_ENV not in os.environ
+    try:  # until the fit starts, a new run's directory is still empty: remove it on an error
+        if ckpt_path is not None:
+            check_checkpoint(ckpt_path, stage)
+        t = cfg.trainer
+        keys = ", ".join(
+            f"trainer.{k}={t[k]}" for k in ("accelerator", "devices", "strategy", "precision")
+        )
+        with _reworded(keys):
+            monitor = getattr(module, "checkpoint_monitor", None)
+            trainer = build_trainer(cfg, run_dir, callbacks, monitor)
+        check_batches(cfg, datamodule, trainer.world_size)
+    except BaseException:
+        if new:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    if launcher:
         if ckpt_path is not None:
             rotate_csv_log(run_dir)
         save_config(cfg, run_dir / "config.yaml")
         with atomic_path(run_dir / "environment.json") as tmp:
             tmp.write_text(json.dumps(environment(), indent=2))
-    monitor = getattr(module, "checkpoint_monitor", None)
-    trainer = build_trainer(cfg, run_dir, callbacks, monitor)
-    with _run_dir_for_children(run_dir), warnings.catch_warnings():
-        if stage == "stage2":  # its frozen parts are in eval mode on purpose (module.train)
-            warnings.filterwarnings("ignore", r"Found \d+ module\(s\) in eval mode", UserWarning)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    if trainer.is_global_zero:
-        if hasattr(module, "export"):
+        write_status(run_dir, "running")
+    try:
+        with _run_dir_for_children(run_dir), warnings.catch_warnings():
+            if stage == "stage2":  # its frozen parts are in eval mode on purpose (module.train)
+                warnings.filterwarnings(
+                    "ignore", r"Found \d+ module\(s\) in eval mode", UserWarning
+                )
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        if trainer.is_global_zero and hasattr(module, "export"):
             if getattr(module, "export_checkpoint", "last") == "best":
                 restore_best(trainer, module, run_dir)
             module.export(run_dir)
+    except BaseException as exc:
+        if launcher:
+            if isinstance(exc, KeyboardInterrupt | SystemExit):  # Lightning: Ctrl-C → exit(1)
+                sigterm = type(exc).__name__ == "SIGTERMException"
+                write_status(
+                    run_dir, "interrupted", f"stopped by {'SIGTERM' if sigterm else 'Ctrl-C'}"
+                )
+            else:
+                write_status(run_dir, "failed", one_line(exc))
+            unmark_latest(run_dir)
+        raise
+    if launcher:
+        write_status(run_dir, "finished")
         mark_latest(run_dir)
     return run_dir
+
+
+def check_batches(cfg: DictConfig, datamodule: FMRIVideoDataModule, world_size: int) -> None:
+    """Refuse a batch size that leaves a DDP process without a single training batch.
+
+    ``data.batch_size`` is per process; each of the ``world_size`` processes gets its share of
+    the training windows, and full batches only (``drop_last``) once there are enough windows
+    for one batch in all.
+    """
+    n = len(datamodule.datasets["train"])
+    batch = int(cfg.data.batch_size)
+    if world_size > 1 and -(-n // world_size) < batch <= n:
+        raise ConfigError(
+            f"data.batch_size={batch} with {world_size} processes (trainer.devices × "
+            f"trainer.num_nodes): each gets {-(-n // world_size)} of the {n} training windows, "
+            f"less than one batch; set data.batch_size ≤ {n // world_size}"
+        )
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` (the message alone for project errors)."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, NeuroCineError):
+        return first or type(exc).__name__
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+@contextmanager
+def _reworded(context: str):
+    """Re-raise a library's error during set-up as a ConfigError that says what was set up."""
+    try:
+        yield
+    except NeuroCineError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"{context}: {one_line(exc)}") from exc
 
 
 def restore_best(trainer: L.Trainer, module: L.LightningModule, run_dir: Path) -> dict | None:

@@ -12,9 +12,11 @@ import importlib
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 
 from neurocine import __version__
+from neurocine.config import ConfigWarning
 from neurocine.errors import NeuroCineError
 
 # Modules under neurocine.cli that define ``register(subparsers)``.
@@ -29,6 +31,7 @@ COMMAND_MODULES = (
     "evaluator",
     "sweep",
     "demo",
+    "runs",
     "brain_map",
 )
 
@@ -52,10 +55,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Config warnings as one line (``neurocine: warning: …``), others as Python shows them."""
+    if issubclass(category, ConfigWarning):
+        print(f"neurocine: warning: {message}", file=sys.stderr)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_python_show_warning = warnings.showwarning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``neurocine`` console script; returns the exit status."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    warnings.showwarning = _show_warning
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # ``key=value`` overrides may follow options (``--config X a=1``), which argparse alone

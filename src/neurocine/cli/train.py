@@ -9,12 +9,12 @@ from neurocine.config import load_config
 
 
 def _train(args: argparse.Namespace) -> int:
-    from neurocine.training import fit
-
     overrides = [f"stage={args.stage}", *args.overrides]
     if args.resume:
         overrides.append("ckpt_path=last")
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(args.config, overrides)  # checked before torch and Lightning load
+    from neurocine.training import fit
+
     run_dir = fit(cfg)
     print(f"run directory: {run_dir}")
     return 0
@@ -23,6 +23,10 @@ def _train(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train stage 1 (contrastive encoder) or stage 2 (diffusion)")
     p.add_argument("stage", choices=["stage1", "stage2"])
-    p.add_argument("--resume", action="store_true", help="continue the latest run (ckpt_path=last)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the newest interrupted or finished run (ckpt_path=last)",
+    )
     add_config_arguments(p)
     p.set_defaults(func=_train)

@@ -321,6 +321,12 @@ class FMRIVideoDataModule(L.LightningDataModule):
         split_runs = {"train": runs[: len(runs) - n_val], "val": runs[len(runs) - n_val :]}
         for name, chosen in split_runs.items():
             index = build_windows(train_run, data.window, data.lag_trs, chosen)
+            if len(chosen) and not len(index.clip_rows):
+                longest = max(int(np.sum(train_run == r)) for r in chosen)
+                raise ConfigError(
+                    f"data.lag_trs={data.lag_trs}: no {name} window, the {name} runs of "
+                    f"{self.path} have at most {longest} TRs; lower data.lag_trs"
+                )
             self.datasets[name] = self._dataset("train", index, read_next=name == "train")
         if test_run is not None:
             index = build_windows(test_run, data.window, data.lag_trs, ordered_runs(test_run))

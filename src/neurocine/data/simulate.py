@@ -52,6 +52,7 @@ import numpy as np
 from omegaconf import DictConfig
 from scipy import sparse
 
+from neurocine.config import check_config as check_config_ranges
 from neurocine.data import render
 from neurocine.data.cortex import (
     Cortex,
@@ -108,6 +109,8 @@ class Simulation:
 def check_config(cfg: DictConfig) -> int:
     """Validate a :class:`~neurocine.config.SimulationConfig`; return frames per TR.
 
+    The ranges of single fields are declared in the schema; this adds the rules between them.
+
     Raises
     ------
     ConfigError
@@ -117,14 +120,7 @@ def check_config(cfg: DictConfig) -> int:
     def bad(key: str, why: str) -> ConfigError:
         return ConfigError(f"simulate: {key}={cfg[key]!r}: {why}")
 
-    for key in ("n_train_runs", "n_test_runs", "test_repeats", "n_voxels"):
-        if cfg[key] < 1:
-            raise bad(key, "must be at least 1")
-    if cfg.trs_per_run < 2:
-        raise bad("trs_per_run", "must be at least 2 (fMRI is z-scored per run)")
-    for key in ("tr_s", "fps", "snr", "scene_mean_s"):
-        if not cfg[key] > 0:
-            raise bad(key, "must be positive")
+    check_config_ranges(cfg, "simulate")  # each field's declared range
     for key in ("height", "width"):
         if cfg[key] < 8 or cfg[key] % POOL:
             raise bad(key, f"must be a multiple of {POOL} and at least 8 pixels")
@@ -133,15 +129,6 @@ def check_config(cfg: DictConfig) -> int:
         raise bad("fps", f"tr_s × fps = {frames:g} must be a whole number of frames per TR")
     if cfg.scene_mean_s < cfg.tr_s:
         raise bad("scene_mean_s", f"must be at least tr_s={cfg.tr_s:g} (scenes last ≥ 1 TR)")
-    if not 0 < cfg.signal_fraction <= 1:
-        raise bad("signal_fraction", "must lie in (0, 1]")
-    if not 0 <= cfg.semantic_fraction <= 1:
-        raise bad("semantic_fraction", "must lie in [0, 1]")
-    if not 0 <= cfg.ar1 < 1:
-        raise bad("ar1", "must lie in [0, 1)")
-    for key in ("noise_fwhm_mm", "signal_fwhm_mm"):
-        if cfg[key] < 0:
-            raise bad(key, "must be ≥ 0 (0 disables smoothing)")
     return int(round(frames))
 
 

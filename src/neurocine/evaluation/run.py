@@ -14,7 +14,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from neurocine.analysis.runs import read_reconstructions
-from neurocine.config import load_saved_config, merge_layer, parse_overrides
+from neurocine.config import load_run_config
 from neurocine.data.datamodule import FMRIVideoDataModule
 from neurocine.data.schema import read_strings
 from neurocine.errors import ConfigError, DataError
@@ -62,8 +62,7 @@ def load_inputs(
     run's); files from before a setting existed keep the run's. ``evaluation.max_clips`` cuts
     the clips.
     """
-    cfg = load_saved_config(samples.run_dir / "config.yaml")
-    cfg = merge_layer(cfg, parse_overrides(overrides), "overrides")
+    cfg = load_run_config(samples.run_dir / "config.yaml", overrides)
     pred, rows, attrs = read_reconstructions(samples.h5_path)
     recorded = {k: attrs[k] for k in sampling_attrs(cfg.sampling) if k in attrs}
     cfg.sampling = OmegaConf.merge(cfg.sampling, recorded)
