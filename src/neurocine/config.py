@@ -209,6 +209,8 @@ class SimulationConfig:
     noise_fwhm_mm: float = param(8.0, ge=0)
     signal_fwhm_mm: float = param(6.0, ge=0)
     scene_mean_s: float = param(8.0, gt=0)
+    # share of voxels with stimulus signal (/voxels/signal); the rest is noise only
+    signal_fraction: float = param(1.0, gt=0, le=1)
 
 
 @dataclass

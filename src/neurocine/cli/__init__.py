@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "sweep",
     "demo",
     "runs",
+    "brain_map",
     "pipeline",
 )
 

@@ -287,6 +287,7 @@ def preprocess_cc2017(
     total = n_runs + n_videos + (n_rep if cfg.voxels.method == "reproducibility" else 0)
     with tqdm(total=total, desc="files", unit="file", disable=not progress) as bar:
         voxels = select_voxels(cfg, segments, brain_models, bar)
+        n_grayordinates = len(brain_models)
         del brain_models
         with SubjectWriter(
             out,
@@ -298,6 +299,7 @@ def preprocess_cc2017(
             voxel_index=voxels["index"],
             voxel_coords=voxels["coords"],
             voxel_roi=voxels["roi"],
+            n_grayordinates=n_grayordinates,
         ) as writer:
             for seg in segments:
                 for run_id, fmri in _segment_runs(cfg, seg, voxels["index"], bar):

