@@ -205,7 +205,8 @@ def _check_reference(spec: DictConfig, path: Path) -> None:
         raise ConfigError(
             f"{path}: key 'reference': {unknown or 'no keys'}: name values of grid keys {keys}"
         )
-    grid, reference = OmegaConf.to_container(spec.sweep), OmegaConf.to_container(spec.reference)
+    grid = cast(dict[str, Any], OmegaConf.to_container(spec.sweep))
+    reference = cast(dict[str, Any], OmegaConf.to_container(spec.reference))
     with open_dict(spec):
         for key in given:
             match = [v for v in grid[key] if v == reference[key]]
@@ -526,7 +527,8 @@ def _run_submitit(
 ) -> list[dict]:
     executor = make_executor(launcher, root)
     limit = workers or len(tasks)
-    pending, running = list(range(len(tasks))), {}
+    pending = list(range(len(tasks)))
+    running: dict[int, Any] = {}
     out: list[dict] = [{}] * len(tasks)
     while pending or running:
         while pending and len(running) < limit:
@@ -772,7 +774,11 @@ def write_tables(root: Path, spec: DictConfig, records: Sequence[dict]) -> dict[
             for r in records
         ],
     )
-    reference = OmegaConf.to_container(spec.reference) if spec.reference is not None else None
+    reference = (
+        cast(dict[str, Any], OmegaConf.to_container(spec.reference))
+        if spec.reference is not None
+        else None
+    )
     rows = summarize(records, keys, metrics, spec.metric, spec.mode, reference)
     stats = [c for m in metrics for c in (m, f"{m}_se")]
     if reference is not None:
@@ -860,4 +866,4 @@ def write_plots(root: Path, spec: DictConfig, rows: Sequence[dict]) -> tuple[Pat
         plt.close(fig)
     if paths[1] is None:
         (root / "heatmap.png").unlink(missing_ok=True)
-    return paths[0], paths[1]
+    return root / "plot.png", paths[1]

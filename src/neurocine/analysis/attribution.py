@@ -65,9 +65,10 @@ class ContrastiveScore:
     def __call__(self, encoder, fmri: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """Scores ``[B]`` of the windows ``fmri [B, W, V]``, which are rows ``rows`` of the set."""
         z = F.normalize(encoder(fmri.float()).embedding.float(), dim=-1)
-        return sum(
+        per_target = [
             w * (z * (self.own[k][rows] - self.mean[k])).sum(-1) for k, w in self.weights.items()
-        )
+        ]
+        return torch.stack(per_target).sum(0)
 
 
 def _batches(n: int, batch_size: int):

@@ -27,6 +27,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import h5py
 import nibabel as nib
@@ -77,6 +78,12 @@ class SubjectVoxels:
         return self.coords.size > 0 and bool(np.ptp(self.coords, axis=0).max() > 0)
 
 
+def _grid_shape(values: Any) -> tuple[int, int, int]:
+    """A volume grid's shape from a stored attribute (three sizes)."""
+    x, y, z = (int(v) for v in values)
+    return x, y, z
+
+
 def read_voxels(path: str | Path) -> SubjectVoxels:
     """Read ``/voxels`` of a subject file, with its optional signal mask and space attributes."""
     path = Path(path)
@@ -90,9 +97,7 @@ def read_voxels(path: str | Path) -> SubjectVoxels:
             coords=group["coords"][()],
             roi=read_strings(group["roi"]),
             signal=group["signal"][()].astype(bool) if "signal" in group else None,
-            grid_shape=tuple(int(s) for s in attrs["grid_shape"])
-            if "grid_shape" in attrs
-            else None,
+            grid_shape=_grid_shape(attrs["grid_shape"]) if "grid_shape" in attrs else None,
             grid_affine=np.asarray(attrs["grid_affine"]) if "grid_affine" in attrs else None,
             n_grayordinates=int(attrs["n_grayordinates"]) if "n_grayordinates" in attrs else None,
         )
