@@ -5,6 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 NC := $(VENV)/bin/neurocine
 STAMP := $(VENV)/.installed
+NB_STAMP := $(VENV)/.notebooks
 SWEEP ?= mask_ratio
 DATA ?= data/sim/subject1.h5
 
@@ -19,7 +20,7 @@ export PYTHONHASHSEED := 0
 export OMP_NUM_THREADS ?= 1
 
 .PHONY: help install test test-slow lint format demo simulate embed train-stage1 train-stage2 \
-        reconstruct evaluate sweep bench bench-all pretrained clean
+        reconstruct evaluate sweep bench bench-all pretrained notebooks notebooks-html clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -67,6 +68,18 @@ sweep: embed ## Run experiments/sweeps/$(SWEEP).yaml (make sweep SWEEP=interp_ra
 
 demo: $(STAMP) ## Install, then simulate → embed → stage 1 → stage 2 → reconstruct → evaluate
 	$(NC) demo --config experiments/demo.yaml
+
+$(NB_STAMP): $(STAMP) setup.cfg
+	$(VENV)/bin/pip install --quiet -e ".[dev,notebooks]"
+	$(PY) -m ipykernel install --sys-prefix --name neurocine --display-name neurocine
+	touch $(NB_STAMP)
+
+notebooks: $(NB_STAMP) ## JupyterLab in notebooks/ with the "neurocine" kernel (installs neurocine[notebooks])
+	cd notebooks && ../$(VENV)/bin/jupyter lab
+
+notebooks-html: $(NB_STAMP) ## Execute both notebooks on the demo's and sweep's runs → docs/notebooks/*.html
+	$(VENV)/bin/jupyter nbconvert --execute --to html --output-dir docs/notebooks \
+	  --ExecutePreprocessor.kernel_name=neurocine notebooks/inspect_run.ipynb notebooks/compare_sweep.ipynb
 
 bench: $(STAMP) ## Run the speed benchmarks (bench/*.py) and rewrite docs/benchmarks.md
 	$(PY) -m bench.run_all
