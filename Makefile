@@ -7,6 +7,7 @@ NC := $(VENV)/bin/neurocine
 STAMP := $(VENV)/.installed
 NB_STAMP := $(VENV)/.notebooks
 SWEEP ?= mask_ratio
+WORKERS ?= 1
 DATA ?= data/sim/subject1.h5
 
 # Nothing waits on the network: every model is loaded from local files.
@@ -63,8 +64,8 @@ train-stage1: embed ## Stage 1: contrastive fMRI encoder on the simulated defaul
 train-stage2: $(STAMP) ## Stage 2: video diffusion conditioned on the latest stage-1 run
 	$(NC) train stage2 --config experiments/stage2.yaml
 
-sweep: embed ## Run experiments/sweeps/$(SWEEP).yaml (make sweep SWEEP=interp_ratio)
-	$(NC) sweep experiments/sweeps/$(SWEEP).yaml
+sweep: embed ## Run experiments/sweeps/$(SWEEP).yaml (make sweep SWEEP=interp_ratio WORKERS=2)
+	$(NC) sweep experiments/sweeps/$(SWEEP).yaml --workers $(WORKERS)
 
 demo: $(STAMP) ## Install, then simulate → embed → stage 1 → stage 2 → reconstruct → evaluate
 	$(NC) demo --config experiments/demo.yaml

@@ -30,6 +30,8 @@ QUALITY = {
     "pretrained_quality",
     "sampling_start",
     "stage2_finetune",
+    "shipped_sweeps",
+    "sweep_workers",
 }
 HEADER = """# Benchmarks
 

@@ -67,3 +67,10 @@ def test_a_missing_run_is_one_line_naming_the_command(project, monkeypatch):
         runs.load_run("runs/demo/stage2/latest")
     with pytest.raises(MissingRunError, match="sweep not found.*`make sweep SWEEP=mask_ratio`"):
         runs.load_sweep("runs/sweeps/mask_ratio")
+
+
+def test_tables_named_relative_to_the_root_are_read_from_a_subfolder(project, monkeypatch):
+    (project / "runs" / "sweeps" / "x" / "results_runs.csv").write_text("a,b\n1,2\n")
+    monkeypatch.chdir(project / "notebooks")
+    table = runs.read_csv_table("runs/sweeps/x/results_runs.csv", as_frame=False)
+    assert table["b"].tolist() == [2.0]

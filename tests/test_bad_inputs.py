@@ -39,6 +39,10 @@ def _prepare(tmp):
     (tmp / "sweep_type.yaml").write_text(
         "base: experiments/stage1.yaml\nsweep:\n  data.window: [two, three]\n"
     )
+    grid = "base: experiments/stage1.yaml\nsweep:\n  data.window: [2, 3]\n"
+    (tmp / "sweep_seeds.yaml").write_text(grid + "seeds: [0, 1, 0]\n")
+    (tmp / "sweep_reference.yaml").write_text(grid + "reference: {data.window: 4}\n")
+    (tmp / "sweep_launcher.yaml").write_text(grid + "launcher: {name: lsf}\n")
 
 
 CASES = {
@@ -90,6 +94,9 @@ CASES = {
     "evaluate a non-run": ("evaluate --run {tmp}/emptyrun", "emptyrun"),
     "sweep key not in schema": ("sweep {tmp}/sweep_typo.yaml", "mask_ration"),
     "sweep value of wrong type": ("sweep {tmp}/sweep_type.yaml", "data.window"),
+    "sweep seed repeated": ("sweep {tmp}/sweep_seeds.yaml", "repeats a seed"),
+    "sweep reference not in grid": ("sweep {tmp}/sweep_reference.yaml", "reference 'data.window"),
+    "sweep unknown launcher": ("sweep {tmp}/sweep_launcher.yaml", "launcher.name 'lsf'"),
     "simulate wrong type": ("simulate --out {tmp}/s.h5 n_voxels=many", "n_voxels"),
 }
 

@@ -56,6 +56,20 @@ def test_validation_runs_are_held_out(tiny_subject):
         FMRIVideoDataModule(_cfg(tiny_subject, "data.val_runs=4")).setup("fit")
 
 
+@pytest.mark.parametrize("k", [1, 2])
+def test_train_runs_keeps_the_first_runs_and_the_same_validation(tiny_subject, k):
+    dm = FMRIVideoDataModule(_cfg(tiny_subject, "data.val_runs=1", f"data.train_runs={k}"))
+    dm.setup("fit")
+    train_runs = set(_all(dm.train_dataloader())["fmri"][:, :, 0].unique().tolist())
+    val_runs = set(_all(dm.val_dataloader())["fmri"][:, :, 0].unique().tolist())
+    assert train_runs == set(map(float, range(k))) and val_runs == {3.0}
+    for bad in (0, 4):
+        with pytest.raises(ConfigError, match=f"data.train_runs={bad}: .* 3 training runs"):
+            FMRIVideoDataModule(
+                _cfg(tiny_subject, "data.val_runs=1", f"data.train_runs={bad}")
+            ).setup("fit")
+
+
 def test_batches_carry_pairs_and_frames(tiny_subject):
     dm = FMRIVideoDataModule(_cfg(tiny_subject), read_frames=True, read_clean=True)
     dm.setup("fit")

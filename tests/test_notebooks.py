@@ -78,6 +78,7 @@ def tiny_demo_files(root: Path) -> Path:
     (exp / "sweeps" / f"{default_sweep()}.yaml").write_text(
         "base: experiments/s1.yaml\n"
         "sweep: {data.augment.mask_ratio: [0.0, 0.5], sampling.steps: [2, 3]}\n"
+        "seeds: [0, 1]\nreference: {data.augment.mask_ratio: 0.0}\n"
         "overrides: [data.batch_size=16, data.val_runs=1, trainer.enable_progress_bar=false]\n"
     )
     return root
@@ -98,8 +99,8 @@ def default_sweep() -> str:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    """A project whose runs/ holds a tiny ``make demo`` and ``make sweep SWEEP=mask_ratio``,
-    made from its root with the relative paths the shipped files use."""
+    """A project whose runs/ holds a tiny ``make demo`` and a tiny 2 × 2 ``make sweep`` over 2
+    seeds, made from its root with the relative paths the shipped files use."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     root = tiny_demo_files(new_project(tmp_path_factory.mktemp("project")))
@@ -174,8 +175,10 @@ def test_inspect_run_as_shipped_after_make_demo(project):
 def test_compare_sweep_as_shipped_after_make_sweep(project):
     book = execute(project / "notebooks" / "compare_sweep.ipynb")
     assert error_outputs(book) == []
-    assert len(outputs(book, "image/png")) >= 2
-    assert int(outputs(book, "text/plain")[-1]) >= 4  # every point of the 2 × 2 grid read back
+    assert len(outputs(book, "image/png")) == 3  # error bars, heatmap, validation curves
+    tables = outputs(book, "text/html")
+    assert any("val/top1_50way_se" in t and "verdict" in t for t in tables)
+    assert outputs(book, "text/plain")[-1] == "8"  # 4 points × 2 seeds read back
 
 
 def test_the_root_comes_from_neurocine_root_too(project, tmp_path):

@@ -223,6 +223,8 @@ class DataConfig:
     window: int = param(2, ge=1)
     lag_trs: int = param(0, ge=0)
     val_runs: int = param(2, ge=0)  # the last N training runs are held out for validation
+    # train on the first N remaining runs only (None: all); validation stays the same
+    train_runs: int | None = param(None, ge=1)
     batch_size: int = param(32, ge=1)
     num_workers: int = param(0, ge=0)
     # splits whose fMRI is larger are read from disk per batch

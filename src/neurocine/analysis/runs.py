@@ -56,7 +56,8 @@ def read_reconstructions(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict
 
 
 def read_csv_table(path: str | Path, as_frame: bool | None = None):
-    """A CSV of numbers (Lightning's ``metrics.csv``, a sweep's ``results.csv``).
+    """A CSV of numbers (Lightning's ``metrics.csv``, a sweep's ``results.csv``); a relative
+    ``path`` is read against the project root.
 
     Parameters
     ----------
@@ -65,7 +66,7 @@ def read_csv_table(path: str | Path, as_frame: bool | None = None):
         True: a DataFrame (needs pandas); False: ``dict[str, ndarray]`` (non-numbers kept as
         object arrays); None: a DataFrame when pandas is installed.
     """
-    path = Path(path)
+    path = paths.resolve(path)  # a relative path: against the project root
     if not path.is_file():
         raise CheckpointError(f"{path}: no such CSV file")
     if as_frame is None:
@@ -327,9 +328,12 @@ def comparison_rows(recon: Reconstructions, n: int = 8) -> tuple[list[np.ndarray
 
 
 def sweep_points(path: str | Path) -> list[dict[str, Any]]:
-    """Finished points of a sweep folder: ``{"id", "values", "metrics", "runs": {stage: Run}}``."""
+    """Finished runs (point × seed) of a sweep folder.
+
+    Each is ``{"id", "point", "values", "seed", "metrics", "runs": {stage: Run}}``.
+    """
     out = []
-    for done in sorted(paths.require(path, "sweep").glob("points/*/done.json")):
+    for done in sorted(paths.require(path, "sweep").glob("points/*/seed=*/done.json")):
         record = json.loads(done.read_text())
         record["runs"] = {stage: Run(p) for stage, p in record.get("runs", {}).items()}
         out.append(record)

@@ -5,7 +5,8 @@ The clip shown at TR ``t`` is paired with the fMRI window of ``window`` TRs star
 repeats the run's last TR, and a TR whose response would start after the run's end has no sample.
 
 Validation holds out the last ``val_runs`` training runs (whole runs: no neighbouring TR leaks
-between training and validation); testing uses the test split.
+between training and validation); ``train_runs`` keeps only the first N of the others for
+training (data-size sweeps; validation unchanged); testing uses the test split.
 
 Reads are batched: the loader asks the dataset for a whole batch of indices at once
 (``__getitems__``), which reads each needed HDF5 row once, in increasing order, and re-expands
@@ -319,6 +320,14 @@ class FMRIVideoDataModule(L.LightningDataModule):
                 "at least one must remain for training"
             )
         split_runs = {"train": runs[: len(runs) - n_val], "val": runs[len(runs) - n_val :]}
+        if data.train_runs is not None:
+            n_train = int(data.train_runs)
+            if not 1 <= n_train <= len(split_runs["train"]):
+                raise ConfigError(
+                    f"data.train_runs={n_train}: {self.path} has {len(split_runs['train'])} "
+                    f"training runs after data.val_runs={n_val} (expected 1 … that)"
+                )
+            split_runs["train"] = split_runs["train"][:n_train]  # validation stays the same
         for name, chosen in split_runs.items():
             index = build_windows(train_run, data.window, data.lag_trs, chosen)
             if len(chosen) and not len(index.clip_rows):
