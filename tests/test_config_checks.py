@@ -56,6 +56,7 @@ FREE_TEXT = {
     "evaluation.evaluator_dir",
     "evaluation.image_classifier",
     "evaluation.video_classifier",
+    "evaluation.clip",  # a clip.preset name or a local CLIP directory
 }
 TINY = [
     "data.val_runs=1",

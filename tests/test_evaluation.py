@@ -39,7 +39,7 @@ from neurocine.evaluator import (
     read_labelled_clips,
     train_evaluator,
 )
-from neurocine.metrics import video_ssim
+from neurocine.metrics import clip_pcc, frame_based_n_way_per_video, video_ssim
 from neurocine.reconstruct import reconstruct
 
 N_CLASSES = 7
@@ -252,12 +252,22 @@ def test_scorer_perfect_and_trivial_predictions(subject):
     perfect = scorer.score(truth.copy())
     assert perfect["ssim"] == pytest.approx(1.0) and np.isinf(perfect["psnr"])
     assert perfect["frame_2way"] == 1.0 and perfect["video_2way"] == 1.0
+    assert perfect["frame_2way_strict"] == 1.0 and perfect["video_2way_strict"] == 1.0
     assert "frame_50way" not in perfect  # 7 classes cannot make a 50-way trial
     assert any("50-way skipped" in n for n in scorer.notes)
     flat = MeanFrame().fit(truth).predict(12, truth.shape[1])
     trivial = scorer.score(flat)
     assert trivial["ssim"] == pytest.approx(video_ssim(flat, truth))
     assert trivial["ssim"] < 0.9
+    # the strict protocol (top-1 true class) is scored beside MinD-Video's (top-3) on the same
+    # classifier outputs, and equals n_way_top_k with k_true=1
+    frame_probs, _ = FixedClassifier().probs(flat)
+    gt_probs, _ = FixedClassifier().probs(truth)
+    strict = frame_based_n_way_per_video(
+        frame_probs, gt_probs, 2, 10, 1, 1, torch.Generator().manual_seed(0)
+    )
+    assert trivial["frame_2way_strict"] == pytest.approx(float(strict.double().mean()))
+    assert trivial["frame_2way"] != trivial["frame_2way_strict"]
     with pytest.raises(DataError, match="differ"):
         scorer.score(truth[:3])
 
@@ -319,6 +329,29 @@ def test_markdown_table_has_a_row_per_model_and_the_chance_levels():
     assert lines[3] == "| mean training frame | 0.600 | 14.00 | – |"
     assert "2-way 0.750" in table and "3 spanning a scene cut" in table
     assert flat_metrics(result)["mean_frame/psnr"] == 14.0
+    assert "Published cc2017" not in table  # not a cc2017 run
+
+
+def test_a_cc2017_run_is_printed_beside_the_published_results():
+    from neurocine.analysis.published import PUBLISHED
+
+    result = {
+        "rows": {"neurocine": {"ssim": 0.21, "psnr": 9.1, "video_50way": 0.15, "clip_pcc": 0.8}},
+        "n_clips": 1188,
+        "split": "test",
+        "n_excluded_scene_cut": 12,
+        "data_module": "cc2017",
+        "protocol": {"ssim": "mindvideo", "uint8": "truncate", "nway": "top-3 true classes"},
+    }
+    table = markdown_table(result)
+    published = table[table.index("| | Subject |") :]
+    assert "| **NeuroCine** | this run | 0.210 | 9.10 |" in published
+    for entry in PUBLISHED:
+        assert f"| {entry.method} | {entry.subject} |" in published
+    assert "| 0.190 |" in published  # MinD-Video's SSIM, same protocol: no mark
+    assert "0.264?" in published  # SemVideo's 50-way video: its protocol was not read
+    other = markdown_table({**result, "protocol": {**result["protocol"], "ssim": "neurons"}})
+    assert "0.190†" in other  # beside a NEURONS-style SSIM, MinD-Video's differs
 
 
 # --- the command -------------------------------------------------------------------------------
@@ -328,7 +361,8 @@ def test_evaluate_run_writes_metrics_with_all_rows(run_dir, subject):
     evaluation = evaluate_run(run_dir, progress=False)
     result = json.loads((run_dir / "metrics.json").read_text())
     assert (run_dir / "metrics.md").read_text() == evaluation.table
-    assert list(result["rows"]) == ["neurocine", "mean_frame", "ridge", "oracle"]
+    rows = ["neurocine", "mean_frame", "ridge", "oracle"]
+    assert list(result["rows"]) == [*rows, "ground_truth"]
     # 10 reconstructed test clips, 3 of them (rows 3, 7, 8) span a scene cut.
     assert result["n_reconstructed"] == 10 and result["n_clips"] == 7
     assert result["n_excluded_scene_cut"] == 3
@@ -338,11 +372,33 @@ def test_evaluate_run_writes_metrics_with_all_rows(run_dir, subject):
         train_frames = f["train/frames"][:30]  # the DataModule's train samples (val_runs=1)
     mean = MeanFrame().fit(train_frames).predict(len(truth), truth.shape[1])
     assert result["rows"]["mean_frame"]["ssim"] == pytest.approx(video_ssim(mean, truth))
-    for row in result["rows"].values():
-        assert {"ssim", "psnr", "frame_2way", "video_2way", "clip_similarity"} <= set(row)
-        assert 0.0 <= row["video_2way"] <= 1.0
+    both = {"frame_2way", "video_2way", "frame_2way_strict", "video_2way_strict"}
+    for name in rows:
+        row = result["rows"][name]
+        assert {"ssim", "psnr", "clip_similarity", "clip_pcc", "clip_pcc_all"} | both <= set(row)
+        assert all(0.0 <= row[key] <= 1.0 for key in both)
     assert result["chance"] == {"2": pytest.approx(0.75)}
+    assert result["chance_strict"] == {"2": pytest.approx(0.5)}
     assert "50-way skipped" in evaluation.table
+    assert "| 2-way video strict ↑ |" in evaluation.table.splitlines()[0]
+    assert "strict (its top-1 class only): 2-way 0.500" in evaluation.table
+    # CLIP-pcc for every row, the ground truth's included, with the CLIP named
+    assert set(result["rows"]["ground_truth"]) == {
+        "clip_pcc", "clip_pcc_std", "clip_pcc_all", "clip_pcc_all_std"
+    }  # fmt: skip
+    assert f"CLIP image embeddings ({result['clip']})" in evaluation.table
+    from neurocine.config import load_saved_config
+    from neurocine.models.clip_targets import frame_embeddings, load_clip
+
+    model, preprocess, _ = load_clip(load_saved_config(run_dir / "config.yaml").clip)
+    truth_emb = frame_embeddings(model, preprocess, truth)
+    for pairs, key in (("adjacent", "clip_pcc"), ("all", "clip_pcc_all")):
+        assert result["rows"]["ground_truth"][key] == pytest.approx(
+            float(clip_pcc(truth_emb, pairs).mean()), abs=1e-6
+        )
+    # every frame of the mean-frame row is the same image: CLIP-pcc 1
+    assert result["rows"]["mean_frame"]["clip_pcc"] == pytest.approx(1.0, abs=1e-5)
+    assert result["protocol"]["uint8"] == "truncate"  # sampling.uint8's default, recorded
     # Per-clip scores (in clip order) reproduce the row figures; paired differences follow them.
     assert len(result["clip_rows"]) == 7 and 3 not in result["clip_rows"]
     ours, ridge = result["per_clip"]["neurocine"], result["per_clip"]["ridge"]
@@ -360,6 +416,51 @@ def test_evaluate_run_writes_metrics_with_all_rows(run_dir, subject):
     # Re-evaluating reuses the oracle's samples and gives the same figures.
     again = evaluate_run(run_dir, progress=False)
     assert again.result["rows"] == result["rows"]
+
+
+def test_ssim_variant_and_the_clip_of_the_clip_metrics_are_options(run_dir, tmp_path):
+    result = evaluate_run(
+        run_dir,
+        ["evaluation.baselines=[mean_frame]", "evaluation.ssim=gray_gaussian",
+         "evaluation.clip=tiny"],
+        out_dir=tmp_path,
+        progress=False,
+    ).result  # fmt: skip
+    from neurocine.analysis.runs import read_reconstructions
+
+    pred, _, _ = read_reconstructions(run_dir / "samples" / "reconstructions.h5")
+    keep = [i not in (3, 7, 8) for i in range(10)]
+    with h5py.File(result["data"]) as f:
+        truth = f["test/frames"][:10][keep]
+    expected = video_ssim(pred[keep], truth, variant="gray_gaussian")
+    assert result["rows"]["neurocine"]["ssim"] == pytest.approx(expected)
+    assert expected != pytest.approx(video_ssim(pred[keep], truth))
+    assert result["protocol"]["ssim"] == "gray_gaussian"
+    assert result["clip"].startswith("tiny(") and "clip_pcc" in result["rows"]["ground_truth"]
+    # a local CLIP directory (real data: CLIP ViT-L/14); here the shipped tiny CLIP's own folder
+    from neurocine.models.clip_targets import TINY_CLIP_DIR
+
+    by_path = evaluate_run(
+        run_dir,
+        ["evaluation.baselines=[mean_frame]", f"evaluation.clip={TINY_CLIP_DIR}"],
+        out_dir=tmp_path / "by_path",
+        progress=False,
+    ).result
+    assert by_path["clip"] == f"pretrained({TINY_CLIP_DIR})"
+    assert by_path["rows"]["ground_truth"] == result["rows"]["ground_truth"]
+    assert by_path["rows"]["neurocine"]["clip_pcc"] == result["rows"]["neurocine"]["clip_pcc"]
+
+
+def test_evaluate_prints_a_cc2017_run_beside_the_published_results(run_dir, tmp_path):
+    overrides = ["evaluation.baselines=[mean_frame]", "evaluation.clip_similarity=false"]
+    plain = evaluate_run(run_dir, overrides, out_dir=tmp_path / "plain", progress=False)
+    assert "Published cc2017" not in plain.table  # simulated data: no published table
+    cc2017 = evaluate_run(
+        run_dir, [*overrides, "data_module=cc2017"], out_dir=tmp_path / "cc2017", progress=False
+    )
+    assert cc2017.result["protocol"]["nway"] == "top-3 true classes"
+    assert "| **NeuroCine** | this run |" in cc2017.table
+    assert "| MinD-Video | mean of 3 |" in cc2017.table and "Published cc2017" in cc2017.table
 
 
 def test_oracle_is_sampled_as_the_reconstructions_were(run_dir, tmp_path, monkeypatch):

@@ -363,6 +363,8 @@ class SamplingConfig:
     init: str = param("noise", choices=("noise", "ridge"))
     # share of the DDIM steps that run from the initial video (ridge)
     strength: float = param(1.0, gt=0, le=1)
+    # decoded floats → grey levels: truncate (MinD-Video's (x * 255).astype(uint8)) | round
+    uint8: str = param("truncate", choices=("truncate", "round"))
 
 
 @dataclass
@@ -399,7 +401,9 @@ class EvaluationConfig:
     evaluator_dir: str | None = None  # trained evaluator; None: <data.path>.evaluator
     image_classifier: str | None = None  # local google/vit-base-patch16-224 (frame-based)
     video_classifier: str | None = None  # local MCG-NJU/videomae-base-finetuned-kinetics
-    clip_similarity: bool = True
+    clip_similarity: bool = True  # CLIP similarity and CLIP-pcc (temporal consistency)
+    clip: str | None = None  # a clip.preset or a local CLIP dir (ViT-L/14); None: the run's clip
+    ssim: str = param("mindvideo", choices=("mindvideo", "gray_gaussian", "neurons"))
     ridge_alphas: list[float] = param(
         factory=lambda: [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6], gt=0, min_items=1
     )

@@ -114,6 +114,7 @@ def sample_clips(
         callback=callback,
         init_frames=init,
         strength=float(sampling.strength),
+        uint8=str(sampling.uint8),
     )
     return frames.numpy()
 
@@ -127,6 +128,7 @@ def sampling_attrs(sampling: DictConfig) -> dict[str, Any]:
         "seed": int(sampling.seed),
         "init": str(sampling.init),
         "strength": float(sampling.strength),
+        "uint8": str(sampling.uint8),
     }
 
 

@@ -116,11 +116,13 @@ class VideoDecoder(nn.Module):
         callback: Callable[[int, int], None] | None = None,
         init_frames: torch.Tensor | None = None,
         strength: float = 1.0,
+        uint8: str = "round",
     ) -> torch.Tensor:
         """Sample one clip per fMRI window: uint8 ``[B, F, H, W, 3]`` (see :func:`ddim_sample`).
 
         ``init_frames`` (uint8 ``[B, F, H, W, 3]``, e.g. a low-level reconstruction) are encoded
-        by the codec and sampling starts from them with ``strength``.
+        by the codec and sampling starts from them with ``strength``. ``uint8``: how the decoded
+        floats become grey levels, ``round`` or ``truncate`` (:func:`video_to_frames`).
         """
         fmri = fmri.to(self.device)
         cond = self.condition(fmri)
@@ -143,7 +145,7 @@ class VideoDecoder(nn.Module):
             init_latents=init_latents,
             strength=strength,
         )
-        return video_to_frames(self.codec.decode(latents)).cpu()
+        return video_to_frames(self.codec.decode(latents), uint8).cpu()
 
     def save(self, directory: str | Path) -> Path:
         """Write the model directory (module docstring) atomically: temporary name, then rename."""

@@ -11,9 +11,14 @@ a scene cut when the data have scene ids, docs/design.md §10):
   (simulated data only): the ceiling of the simulated benchmark.
 
 Both baselines learn from the DataModule's ``train`` samples (the runs the model trained on).
-Metrics per row: SSIM (MinD-Video's per-frame scikit-image call), PSNR, n-way top-1 for each
-``evaluation.n_ways`` — frame-based (image classifier per frame) and video-based (one
-prediction per clip) — and the CLIP image-embedding cosine similarity to the ground truth.
+Metrics per row: SSIM (``evaluation.ssim``: MinD-Video's per-frame scikit-image call by
+default), PSNR, n-way top-1 for each ``evaluation.n_ways`` — frame-based (image classifier per
+frame) and video-based (one prediction per clip) — under MinD-Video's protocol (any of the
+ground truth's top ``k_true`` classes; ``video_50way``) and the strict one (its top-1 class only;
+``video_50way_strict``), the CLIP image-embedding cosine similarity to the ground truth, and
+CLIP-pcc, the cosine of the CLIP embeddings of adjacent frames (``clip_pcc``; all frame pairs:
+``clip_pcc_all``), which the ``ground_truth`` row reports too. On cc2017 the table ends with the
+published results beside the run (:mod:`neurocine.analysis.published`, docs/published.md).
 The classifier is the trained evaluator on simulated data (:mod:`neurocine.evaluator`) or
 MinD-Video's pretrained ViT / VideoMAE loaded by path on real data.
 

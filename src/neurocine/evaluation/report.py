@@ -7,15 +7,18 @@ import math
 from pathlib import Path
 from typing import Any
 
+from neurocine.analysis.published import CC2017_MODULES, published_table
 from neurocine.fileio import atomic_path
 
 METRICS_JSON = "metrics.json"
 METRICS_MD = "metrics.md"
+GROUND_TRUTH = "ground_truth"
 LABELS = {
     "neurocine": "NeuroCine",
     "mean_frame": "mean training frame",
     "ridge": "ridge fMRI → pixels",
     "oracle": "oracle (fmri_clean)",
+    GROUND_TRUTH: "ground truth (CLIP-pcc only)",
 }
 
 
@@ -60,8 +63,14 @@ def metric_columns(rows: dict[str, dict[str, float]]) -> list[tuple[str, str]]:
             for k in keys
             if k.startswith(f"{kind}_") and k.endswith("way")
         )
-        columns += [(f"{kind}_{n}way", f"{n}-way {kind} ↑") for n in ways]
-    columns.append(("clip_similarity", "CLIP sim ↑"))
+        for n in ways:
+            columns += [(f"{kind}_{n}way", f"{n}-way {kind} ↑")]
+            columns += [(f"{kind}_{n}way_strict", f"{n}-way {kind} strict ↑")]
+    columns += [
+        ("clip_similarity", "CLIP sim ↑"),
+        ("clip_pcc", "CLIP-pcc"),
+        ("clip_pcc_all", "CLIP-pcc all pairs"),
+    ]
     return [(k, h) for k, h in columns if k in keys]
 
 
@@ -90,17 +99,34 @@ def markdown_table(result: dict[str, Any]) -> str:
     notes = []
     if chance:
         parts = ", ".join(f"{n}-way {v:.3f}" for n, v in chance.items())
-        notes.append(f"n-way chance with {result.get('k_true', 3)} true classes: {parts}")
+        strict = ", ".join(f"{n}-way {v:.3f}" for n, v in result.get("chance_strict", {}).items())
+        notes.append(
+            f"n-way chance, MinD-Video's protocol (a trial counts when any of the ground truth's "
+            f"top {result.get('k_true', 3)} classes wins): {parts}; strict (its top-1 class "
+            f"only): {strict}"
+        )
     notes.append(
         f"{result['n_clips']} {result['split']} clips scored "
         f"({result['n_excluded_scene_cut']} spanning a scene cut left out); "
         f"classifier: {result.get('classifier') or 'none'}; CLIP: {result.get('clip') or 'none'}"
     )
+    if any("clip_pcc" in m for m in rows.values()):
+        notes.append(
+            f"CLIP-pcc: mean cosine of the CLIP image embeddings ({result.get('clip')}) of "
+            "adjacent frames (NeuroClips); all pairs: of every two frames (NEURONS); a still "
+            "video scores 1, so read it beside the ground truth's and the mean frame's"
+        )
+    if result.get("ssim_variant", "mindvideo") != "mindvideo":
+        notes.append(f"SSIM: the {result['ssim_variant']} variant (evaluation.ssim)")
     paired = paired_note(result)
     if paired:
         notes.append(paired)
     notes += result.get("notes", [])
-    return "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    table = "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    if result.get("data_module") in CC2017_MODULES and "neurocine" in rows:
+        label = result.get("labels", LABELS).get("neurocine", "neurocine")
+        table += "\n" + published_table(label, rows["neurocine"], result.get("protocol", {}))
+    return table
 
 
 def flat_metrics(result: dict[str, Any]) -> dict[str, float]:

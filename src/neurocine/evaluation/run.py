@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from neurocine.analysis.published import NWAY_MINDVIDEO
 from neurocine.analysis.runs import read_reconstructions
 from neurocine.config import load_run_config
 from neurocine.data.datamodule import FMRIVideoDataModule
@@ -20,7 +21,7 @@ from neurocine.data.schema import read_strings
 from neurocine.errors import ConfigError, DataError
 from neurocine.evaluation.baselines import evaluation_baselines
 from neurocine.evaluation.inputs import RunSamples, find_reconstructions
-from neurocine.evaluation.report import LABELS, write_report
+from neurocine.evaluation.report import GROUND_TRUTH, LABELS, write_report
 from neurocine.evaluation.scoring import Scorer, scoring_clip
 from neurocine.evaluation.statistics import paired_differences
 from neurocine.evaluator import build_classifier
@@ -65,6 +66,7 @@ def load_inputs(
     cfg = load_run_config(samples.run_dir / "config.yaml", overrides)
     pred, rows, attrs = read_reconstructions(samples.h5_path)
     recorded = {k: attrs[k] for k in sampling_attrs(cfg.sampling) if k in attrs}
+    recorded.setdefault("uint8", "round")  # frames written before sampling.uint8 were rounded
     cfg.sampling = OmegaConf.merge(cfg.sampling, recorded)
     max_clips = cfg.evaluation.max_clips
     if max_clips is not None:
@@ -146,18 +148,25 @@ def score_rows(
         num_trials=int(ev.num_trials),
         k_true=int(ev.k_true),
         seed=int(ev.seed),
+        ssim=str(ev.ssim),
         notes=notes,
     )
     per_clip = {name: scorer.per_clip(videos[keep]) for name, videos in predictions.items()}
-    scored = {name: scorer.summarize(predictions[name][keep], v) for name, v in per_clip.items()}
+    scored = {name: scorer.summarize(v) for name, v in per_clip.items()}
+    truth_pcc = scorer.truth_per_clip()
+    if truth_pcc:
+        scored[GROUND_TRUTH] = scorer.summarize(truth_pcc)
     ways = sorted(set(scorer.ways["frame"]) | set(scorer.ways["video"]))
     paired = paired_differences(per_clip, groups=clips.scenes) if "neurocine" in per_clip else {}
     return {
         "classifier": getattr(classifier, "name", None),
         "clip": clip_name,
+        "data_module": cfg.get("data_module"),
+        "ssim_variant": str(ev.ssim),
         "k_true": int(ev.k_true),
         "num_trials": int(ev.num_trials),
         "chance": {str(n): n_way_chance(n, int(ev.k_true)) for n in ways},
+        "chance_strict": {str(n): n_way_chance(n, 1) for n in ways},
         "labels": {k: LABELS.get(k, k) for k in scored},
         "rows": scored,
         "paired": paired,
@@ -198,6 +207,13 @@ def evaluate_run(
     )  # fmt: skip
     scores = score_rows(cfg, clips, predictions, progress, notes)
     per_clip = scores.pop("per_clip")
+    k_true = int(cfg.evaluation.k_true)
+    scores["protocol"] = {  # what the published table compares (docs/published.md)
+        "ssim": str(cfg.evaluation.ssim),
+        "uint8": str(attrs.get("uint8", "round")),
+        "nway": NWAY_MINDVIDEO if k_true == 3 else f"top-{k_true} true classes",
+        "clip_pcc": f"adjacent frames, CLIP {scores['clip']}",
+    }
     result = {
         "run": str(samples.run_dir),
         "reconstructions": str(samples.h5_path),

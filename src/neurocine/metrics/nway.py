@@ -18,6 +18,23 @@ and a distractor count against the true class (what a stable ascending argsort d
 sorts with an unstable sort, so its tie order is unspecified); the spread we report is the
 standard deviation over clips (MinD-Video prints the mean over clips of each clip's binomial
 standard error, ``sqrt(p (1 - p) / trials)``).
+
+Two protocols, both from the same functions (docs/design.md §10):
+
+- MinD-Video's (``k_true=3``): a trial counts when *any* of the ground truth's top 3 classes
+  beats the distractors. Chance is 3/4 for 2-way and 3/52 ≈ 0.058 for 50-way, not 1/n.
+  NEURONS and Mind-Animator copy this code, so their tables use it too.
+- Strict (``k_true=1``): only the ground truth's top-1 class is true. Chance is k/n for top-k
+  (``n_way_chance(n, k_true=1, top_k=k)``). When the classifier ranks the ground truth's top
+  class above its second and third on the reconstruction, the two protocols differ only in the
+  distractor pool (C - 1 classes against C - 3), which for 1000 ImageNet or 400 Kinetics classes
+  is a small difference.
+
+Ties: MinD-Video breaks a tie between a true class and a distractor with
+``torch.argsort(descending=False)``, which sorts unstably, so the same scores can pass or fail
+from one run to the next; we count every tie as a failure, so our figure is the lower bound of
+theirs. Ties are rare with softmax outputs of real models but happen with float16 logits and with
+saturated probabilities.
 """
 
 from __future__ import annotations

@@ -275,6 +275,21 @@ def pooled_features(output: Any) -> torch.Tensor:
 
 
 @torch.no_grad()
+def frame_embeddings(model: Any, preprocess: ImagePreprocess, frames: np.ndarray) -> torch.Tensor:
+    """CLIP image embedding of every frame: uint8 ``[N, F, H, W, 3]`` → ``[N, F, D]``.
+
+    float32, unit norm, on the CPU (the input of :func:`neurocine.metrics.clip_pcc`).
+    """
+    if frames.ndim != 5 or frames.shape[-1] != 3:
+        raise ConfigError(f"frames: shape {frames.shape}, expected [N, F, H, W, 3]")
+    n, n_frames = frames.shape[:2]
+    device = next(model.parameters()).device
+    pixels = preprocess(frames.reshape(n * n_frames, *frames.shape[2:])).to(device)
+    feats = pooled_features(model.get_image_features(pixel_values=pixels)).float()
+    return F.normalize(feats, dim=-1).view(n, n_frames, -1).cpu()
+
+
+@torch.no_grad()
 def image_embeddings(
     model: Any,
     preprocess: ImagePreprocess,
@@ -295,21 +310,24 @@ def image_embeddings(
     -------
     Tensor of shape (N, D), float32, unit norm, on the CPU.
     """
-    if frames.ndim != 5 or frames.shape[-1] != 3:
-        raise ConfigError(f"frames: shape {frames.shape}, expected [N, F, H, W, 3]")
     if frame_reduce not in FRAME_REDUCE:
         raise ConfigError(f"clip.frame_reduce='{frame_reduce}': expected one of {FRAME_REDUCE}")
-    n, n_frames = frames.shape[:2]
-    if frame_reduce == "middle":
+    if frames.ndim == 5 and frame_reduce == "middle":
+        n_frames = frames.shape[1]
         frames = frames[:, n_frames // 2 : n_frames // 2 + 1]
-        n_frames = 1
-    device = next(model.parameters()).device
-    pixels = preprocess(frames.reshape(n * n_frames, *frames.shape[2:])).to(device)
-    feats = F.normalize(
-        pooled_features(model.get_image_features(pixel_values=pixels)).float(), dim=-1
-    )
-    mean = feats.view(n, n_frames, -1).mean(dim=1)
-    return F.normalize(mean, dim=-1).cpu()
+    return reduce_frame_embeddings(frame_embeddings(model, preprocess, frames), frame_reduce)
+
+
+def reduce_frame_embeddings(frames: torch.Tensor, frame_reduce: str = "mean") -> torch.Tensor:
+    """Per-frame embeddings ``[N, F, D]`` (unit norm) → one per clip ``[N, D]`` (unit norm).
+
+    ``mean``: the normalised mean over frames; ``middle``: the middle frame's.
+    """
+    if frame_reduce not in FRAME_REDUCE:
+        raise ConfigError(f"clip.frame_reduce='{frame_reduce}': expected one of {FRAME_REDUCE}")
+    if frame_reduce == "middle":
+        return frames[:, frames.shape[1] // 2]
+    return F.normalize(frames.mean(dim=1), dim=-1)
 
 
 @torch.no_grad()

@@ -41,6 +41,7 @@ from einops import rearrange
 from torch import nn
 
 from neurocine.errors import CheckpointError, ConfigError
+from neurocine.metrics.pixels import to_uint8
 
 PRESETS = ("random", "sd15", "tiny")
 CONDITION_SOURCES = ("tokens", "embedding")
@@ -459,7 +460,11 @@ def frames_to_video(frames: torch.Tensor) -> torch.Tensor:
     return frames.permute(0, 4, 1, 2, 3).float().div(127.5).sub(1.0)
 
 
-def video_to_frames(video: torch.Tensor) -> torch.Tensor:
-    """float ``[B, 3, F, H, W]`` in [-1, 1] → uint8 clips ``[B, F, H, W, 3]`` (rounded)."""
-    pixels = (video.detach().float().clamp(-1, 1) + 1.0) * 127.5
-    return pixels.round().to(torch.uint8).permute(0, 2, 3, 4, 1).contiguous()
+def video_to_frames(video: torch.Tensor, uint8: str = "round") -> torch.Tensor:
+    """float ``[B, 3, F, H, W]`` in [-1, 1] → uint8 clips ``[B, F, H, W, 3]``.
+
+    ``uint8``: ``round`` to the nearest grey level, or ``truncate`` as MinD-Video does
+    (:func:`neurocine.metrics.to_uint8`).
+    """
+    pixels = to_uint8((video.detach().float() + 1.0) * 0.5, uint8)
+    return pixels.permute(0, 2, 3, 4, 1).contiguous()
