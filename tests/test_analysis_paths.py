@@ -1,4 +1,4 @@
-"""neurocine.analysis.paths: the project root from any folder, and one-line missing runs."""
+"""neurocine.analysis.paths: the project root from any folder, one-line missing runs; scores."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from neurocine.analysis import paths, runs
+from neurocine.analysis import paths, runs, scores
 from neurocine.analysis.paths import MissingRunError
+from neurocine.errors import CheckpointError
 
 
 @pytest.fixture
@@ -74,3 +75,20 @@ def test_tables_named_relative_to_the_root_are_read_from_a_subfolder(project, mo
     monkeypatch.chdir(project / "notebooks")
     table = runs.read_csv_table("runs/sweeps/x/results_runs.csv", as_frame=False)
     assert table["b"].tolist() == [2.0]
+
+
+def test_scores_rank_clips_and_tabulate_the_paired_gaps():
+    evaluation = {
+        "clip_rows": [10, 11, 12, 13],
+        "per_clip": {"neurocine": {"video_2way": [0.5, None, 0.9, 0.1], "ssim": [0, 0, 0, 0]}},
+        "labels": {"mean_frame": "mean training frame"},
+        "paired": {"mean_frame": {"ssim": {"diff": 0.3, "se": 0.1, "n": 4, "groups": 2}}},
+    }
+    assert scores.default_metric(evaluation) == "video_2way"
+    best, worst = scores.ranked_clips(evaluation, "video_2way", n=1)
+    assert best == [(12, 0.9)] and worst == [(13, 0.1)]  # the clip without a score left out
+    table = scores.gaps_markdown(scores.paired_gaps(evaluation))
+    assert "| NeuroCine minus | mean training frame |" in table
+    assert "| ssim | **+0.300 ± 0.100** |" in table  # beyond 2 SE: bold
+    with pytest.raises(CheckpointError, match="no per-clip 'psnr' for 'neurocine'"):
+        scores.per_clip(evaluation, "psnr")

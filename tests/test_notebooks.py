@@ -160,7 +160,7 @@ def check_inspect_run(book: nbformat.NotebookNode) -> None:
     assert "tensorboard --logdir runs/demo" in text
     tables = outputs(book, "text/markdown")
     assert any("| NeuroCine |" in t and "| oracle (fmri_clean) |" in t for t in tables)
-    assert any("NeuroCine minus" in t and "| mean training frame |" in t for t in tables)
+    assert any("NeuroCine minus | mean training frame |" in t and "| ssim |" in t for t in tables)
     # stage-1 curves, stage-2 loss, still grid, score histogram, best, worst, brain map
     assert len(outputs(book, "image/png")) >= 7
     assert outputs(book, "image/gif")  # the playable grid

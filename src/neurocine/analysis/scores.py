@@ -66,27 +66,27 @@ def paired_gaps(evaluation: dict[str, Any], model: str = "neurocine") -> list[di
 
 
 def gaps_markdown(gaps: list[dict[str, Any]], model: str = "NeuroCine") -> str:
-    """A markdown table of :func:`paired_gaps`: one row per baseline, ``diff ± SE`` per metric;
-    a gap beyond 2 SE in bold."""
+    """A markdown table of :func:`paired_gaps`: one row per metric, one column per baseline,
+    ``diff ± SE`` in each cell; a gap beyond 2 SE in bold."""
     if not gaps:
         return "*no paired differences (evaluated without baselines)*"
     metrics = list(dict.fromkeys(g["metric"] for g in gaps))
     baselines = list(dict.fromkeys(g["baseline"] for g in gaps))
     cell = {(g["baseline"], g["metric"]): g for g in gaps}
     lines = [
-        f"| {model} minus | " + " | ".join(metrics) + " |",
-        "|---|" + "---|" * len(metrics),
+        f"| {model} minus | " + " | ".join(baselines) + " |",
+        "|---|" + "---:|" * len(baselines),
     ]
-    for base in baselines:
+    for metric in metrics:
         parts = []
-        for metric in metrics:
+        for base in baselines:
             g = cell.get((base, metric))
             if g is None:
                 parts.append("")
                 continue
             text = f"{g['diff']:+.3f} ± {g['se']:.3f}"
             parts.append(f"**{text}**" if abs(g["diff"]) > 2 * g["se"] else text)
-        lines.append(f"| {base} | " + " | ".join(parts) + " |")
+        lines.append(f"| {metric} | " + " | ".join(parts) + " |")
     first = gaps[0]
     lines += [
         "",
