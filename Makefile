@@ -71,7 +71,7 @@ demo: $(STAMP) ## Install, then simulate → embed → stage 1 → stage 2 → r
 	$(NC) demo --config experiments/demo.yaml
 
 $(NB_STAMP): $(STAMP) setup.cfg
-	$(VENV)/bin/pip install --quiet -e ".[dev,notebooks]"
+	$(VENV)/bin/pip install --quiet -e ".[notebooks]"
 	$(PY) -m ipykernel install --sys-prefix --name neurocine --display-name neurocine
 	touch $(NB_STAMP)
 

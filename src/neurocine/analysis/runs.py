@@ -359,5 +359,7 @@ def sweep_spec(path: str | Path) -> DictConfig:
     if not spec_path.is_file():
         spec_path = paths.require(spec_path.parent, "sweep", "sweep.yaml") / "sweep.yaml"
     spec = OmegaConf.load(spec_path)
+    if not isinstance(spec, DictConfig):
+        raise CheckpointError(f"{spec_path}: not a sweep spec (a mapping of keys)")
     OmegaConf.set_struct(spec, True)
     return spec
