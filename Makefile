@@ -8,6 +8,7 @@ STAMP := $(VENV)/.installed
 # The tested environment: every package at an exact version, torch as below (`make lock`).
 LOCK := requirements/lock.txt
 TORCH := 2.13.0
+NB_STAMP := $(VENV)/.notebooks
 SWEEP ?= mask_ratio
 WORKERS ?= 1
 DATA ?= data/sim/subject1.h5
@@ -26,7 +27,7 @@ export OMP_NUM_THREADS ?= 1
 
 .PHONY: help install lock test test-slow lint typecheck format demo simulate embed train-stage1 \
         train-stage2 reconstruct evaluate sweep bench bench-all bench-gpu pretrained clean pipeline \
-        rehearse
+        rehearse notebooks notebooks-html
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -91,6 +92,18 @@ pipeline: $(STAMP) ## Real data → metrics: make pipeline CONFIG=experiments/cc
 
 rehearse: $(STAMP) ## The real cc2017 chain on generated data + random-weight models (wiring, not quality)
 	$(NC) rehearse --out rehearsal
+
+$(NB_STAMP): $(STAMP) setup.cfg
+	$(VENV)/bin/pip install --quiet -e ".[notebooks]"
+	$(PY) -m ipykernel install --sys-prefix --name neurocine --display-name neurocine
+	touch $(NB_STAMP)
+
+notebooks: $(NB_STAMP) ## JupyterLab in notebooks/ with the "neurocine" kernel (installs neurocine[notebooks])
+	cd notebooks && ../$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root)
+
+notebooks-html: $(NB_STAMP) ## Execute both notebooks on the demo's and sweep's runs → docs/notebooks/*.html
+	$(VENV)/bin/jupyter nbconvert --execute --to html --output-dir docs/notebooks \
+	  --ExecutePreprocessor.kernel_name=neurocine notebooks/inspect_run.ipynb notebooks/compare_sweep.ipynb
 
 bench: $(STAMP) ## Run the speed benchmarks (bench/*.py) and rewrite docs/benchmarks.md
 	$(PY) -m bench.run_all

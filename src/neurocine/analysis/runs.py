@@ -1,6 +1,9 @@
 """Read runs and sweeps for notebooks: config, CSV logs, metrics, reconstructions.
 
-Notebooks read runs through these functions only (docs/design.md §9). Tables come back as a
+Notebooks read runs through these functions only (docs/design.md §9). Relative paths, given or
+recorded in a run (``runs/demo/stage2/latest``, ``data.path``), resolve against the project root
+(:mod:`neurocine.analysis.paths`), so a kernel started in ``notebooks/`` finds them; a run that is
+not there raises one line naming the command that makes it. Tables come back as a
 ``pandas.DataFrame`` when pandas is installed (it is not a dependency of neurocine), otherwise
 as a dict of float arrays (one per column, NaN where a row has no value): pass
 ``as_frame=False`` to always get the dict.
@@ -20,6 +23,7 @@ import h5py
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from neurocine.analysis import paths
 from neurocine.config import load_saved_config
 from neurocine.errors import CheckpointError
 
@@ -52,7 +56,8 @@ def read_reconstructions(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict
 
 
 def read_csv_table(path: str | Path, as_frame: bool | None = None):
-    """A CSV of numbers (Lightning's ``metrics.csv``, a sweep's ``results.csv``).
+    """A CSV of numbers (Lightning's ``metrics.csv``, a sweep's ``results.csv``); a relative
+    ``path`` is read against the project root.
 
     Parameters
     ----------
@@ -61,7 +66,7 @@ def read_csv_table(path: str | Path, as_frame: bool | None = None):
         True: a DataFrame (needs pandas); False: ``dict[str, ndarray]`` (non-numbers kept as
         object arrays); None: a DataFrame when pandas is installed.
     """
-    path = Path(path)
+    path = paths.resolve(path)  # a relative path: against the project root
     if not path.is_file():
         raise CheckpointError(f"{path}: no such CSV file")
     if as_frame is None:
@@ -144,16 +149,18 @@ def read_run_log(run_dir: str | Path, as_frame: bool | None = None):
     return out
 
 
-def curves(table, columns: list[str] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``{column: (steps, values)}`` with the rows where the column has a value.
+def curves(
+    table, columns: list[str] | None = None, x: str = "step"
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{column: (x values, values)}`` with the rows where the column has a value.
 
     ``table`` is what :func:`read_csv_table` returned for a ``metrics.csv``; by default the
-    columns whose name contains ``loss``.
+    columns whose name contains ``loss``; ``x``: ``step`` or ``epoch``.
     """
     names = list(table.keys()) if isinstance(table, dict) else list(table.columns)
     if columns is None:
         columns = [c for c in names if "loss" in c]
-    steps = np.asarray(table["step"], dtype=float)
+    steps = np.asarray(table[x], dtype=float)
     out = {}
     for name in columns:
         values = np.asarray(table[name], dtype=float)
@@ -175,22 +182,56 @@ class Reconstructions:
     videos: list[Path] | None = None  # mp4/gif per clip, when written
 
 
+# config keys holding paths that a run records relative to the project root
+PATH_KEYS = ("data.path", "stage2.encoder_ckpt")
+
+
 class Run:
-    """One run directory (``runs/<name>/<timestamp>``; ``latest`` links are followed)."""
+    """One run directory (``runs/<name>/<timestamp>``; ``latest`` links are followed).
+
+    A relative ``path`` is read against the project root (:func:`paths.project_root`), the
+    relative paths the run recorded against the project the run lies in.
+
+    Raises
+    ------
+    MissingRunError
+        No run there: one line naming the command that makes it (``make demo``, …).
+    """
 
     def __init__(self, path: str | Path) -> None:
-        path = Path(path)
-        if not (path / "config.yaml").is_file():
-            raise CheckpointError(f"{path}: no config.yaml: not a run directory")
-        self.path = path.resolve()
+        self.path = paths.require(path, "run", "config.yaml").resolve()
+        self.root = paths.project_root(self.path)
 
     def __repr__(self) -> str:
-        return f"Run({str(self.path)!r}, stage={self.stage!r})"
+        return f"Run({paths.relative(self.path, self.root)!r}, stage={self.stage!r})"
 
     @cached_property
     def config(self) -> DictConfig:
-        """The resolved config the run was trained with."""
-        return load_saved_config(self.path / "config.yaml")
+        """The config the run was trained with, its relative paths (:data:`PATH_KEYS`) resolved
+        against the project root."""
+        cfg = load_saved_config(self.path / "config.yaml")
+        for key in PATH_KEYS:
+            value = OmegaConf.select(cfg, key)
+            if value is not None:
+                OmegaConf.update(cfg, key, str(paths.resolve(value, self.root)))
+        return cfg
+
+    @property
+    def data_path(self) -> Path:
+        """The subject file the run read (``data.path``, resolved); raises one line when absent."""
+        return paths.require(self.config.data.path, "data file", root=self.root)
+
+    def stage1_run(self) -> Run | None:
+        """The stage-1 run whose encoder a stage-2 run started from (None for stage 1 or when it
+        is not a run directory)."""
+        ckpt = OmegaConf.select(self.config, "stage2.encoder_ckpt")
+        if self.stage != "stage2" or not ckpt:
+            return None
+        folder = Path(ckpt)
+        for candidate in (folder, *folder.parents[:2]):
+            if (candidate / "config.yaml").is_file():
+                return Run(candidate)
+        return None
 
     @property
     def stage(self) -> str:
@@ -204,9 +245,15 @@ class Run:
         """The CSV log (all segments of ``logs/metrics*.csv``): DataFrame or dict of arrays."""
         return read_run_log(self.path, as_frame)
 
-    def loss_curves(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """``{"train/loss_step": (steps, values), "val/loss": …}``."""
-        return curves(self.log(as_frame=False))
+    def loss_curves(self, x: str = "step") -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """``{"train/loss_step": (steps, values), "val/loss": …}`` (``x="epoch"``: by epoch)."""
+        return curves(self.log(as_frame=False), x=x)
+
+    def retrieval_curves(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Stage 1's validation retrieval by epoch: ``{"val/top1_50way": (epochs, values), …}``
+        (the ``val/top*`` columns of the log)."""
+        table = self.log(as_frame=False)
+        return curves(table, [c for c in table if c.startswith("val/top")], x="epoch")
 
     def final_metrics(self) -> dict[str, float]:
         """The last logged value of every column."""
@@ -237,7 +284,8 @@ class Run:
         frames, index, attrs = read_reconstructions(h5_path)
         split = str(attrs.get("split", "test"))
         group = str(attrs.get("h5_group", "train" if split == "val" else split))
-        data_path = str(attrs.get("data_path", self.config.data.path))
+        recorded = attrs.get("data_path", self.config.data.path)
+        data_path = paths.require(recorded, "data file", root=self.root)
         order = np.argsort(index)
         with h5py.File(data_path, "r") as f:
             sorted_truth = f[f"{group}/frames"][index[order]]
@@ -255,12 +303,12 @@ class Run:
 
 
 def load_run(path: str | Path) -> Run:
-    """Open a run directory (``runs/stage2/latest`` works)."""
+    """Open a run directory (``runs/demo/stage2/latest`` works from any folder of the project)."""
     return Run(path)
 
 
 def latest_run(runs_dir: str | Path, name: str) -> Run:
-    """The run ``runs/<name>/latest`` points at."""
+    """The run ``<runs_dir>/<name>/latest`` points at."""
     return Run(Path(runs_dir) / name / "latest")
 
 
@@ -285,7 +333,7 @@ def sweep_points(path: str | Path) -> list[dict[str, Any]]:
     Each is ``{"id", "point", "values", "seed", "metrics", "runs": {stage: Run}}``.
     """
     out = []
-    for done in sorted(Path(path).glob("points/*/seed=*/done.json")):
+    for done in sorted(paths.require(path, "sweep").glob("points/*/seed=*/done.json")):
         record = json.loads(done.read_text())
         record["runs"] = {stage: Run(p) for stage, p in record.get("runs", {}).items()}
         out.append(record)
@@ -294,9 +342,9 @@ def sweep_points(path: str | Path) -> list[dict[str, Any]]:
 
 def load_sweep(path: str | Path, as_frame: bool | None = None):
     """A sweep's ``results.csv`` (its folder or the file), DataFrame or dict of arrays."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "results.csv"
+    path = paths.resolve(path)
+    if path.suffix != ".csv":
+        path = paths.require(path, "sweep", "results.csv") / "results.csv"
     return read_csv_table(path, as_frame)
 
 
@@ -306,10 +354,10 @@ def sweep_spec(path: str | Path) -> DictConfig:
     The sweep runner writes the spec after validating it, every field filled in, so it is read
     back as it is (struct mode: a misspelt key raises).
     """
-    path = Path(path)
-    spec_path = path / "sweep.yaml" if path.is_dir() else path
+    path = paths.resolve(path)
+    spec_path = path if path.suffix in (".yaml", ".yml") else path / "sweep.yaml"
     if not spec_path.is_file():
-        raise CheckpointError(f"{spec_path}: no sweep.yaml")
+        spec_path = paths.require(spec_path.parent, "sweep", "sweep.yaml") / "sweep.yaml"
     spec = OmegaConf.load(spec_path)
     if not isinstance(spec, DictConfig):
         raise CheckpointError(f"{spec_path}: not a sweep spec (a mapping of keys)")
