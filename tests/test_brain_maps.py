@@ -266,7 +266,8 @@ def test_cli_writes_every_output_of_a_simulated_run(trained_run, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--run", "{tmp}/nowhere"], "not a run directory"),
+        (["--run", "{tmp}/nowhere"], "run not found"),
+        (["--run", "{tmp}"], "not a run (no config.yaml)"),
         (["--run", "{tmp}", "--method", "saliency"], "invalid choice"),
     ],
 )
