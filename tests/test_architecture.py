@@ -178,3 +178,42 @@ def test_no_private_name_is_imported_across_modules():
             if private and target != module:
                 found.append(f"{module} (line {line}): from {target} import {name}")
     assert not found, "private names imported across modules:\n" + "\n".join(found)
+
+
+# The command line imports its sub-commands' modules on demand so that `neurocine --help` and
+# `neurocine pretrain --help` stay fast; everywhere else a neurocine import sits at the top.
+def _lazy_importer(module: str) -> bool:
+    return module.startswith("neurocine.cli") or module == "neurocine.pretrain"
+
+
+def _local_neurocine_imports(path: Path) -> list[int]:
+    """Lines of neurocine imports (absolute or relative) inside functions of a file."""
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        for inner in ast.walk(node):
+            if isinstance(inner, ast.ImportFrom):
+                if inner.level or (inner.module or "").split(".")[0] == "neurocine":
+                    lines.append(inner.lineno)
+            elif isinstance(inner, ast.Import):
+                if any(a.name.split(".")[0] == "neurocine" for a in inner.names):
+                    lines.append(inner.lineno)
+    return lines
+
+
+def test_function_local_neurocine_imports_only_in_the_lazy_command_line():
+    found = [
+        f"{module} line {line}"
+        for module, (path, _) in _modules().items()
+        if not _lazy_importer(module)
+        for line in _local_neurocine_imports(path)
+    ]
+    assert not found, "neurocine imported inside a function:\n" + "\n".join(sorted(set(found)))
+
+
+def test_the_local_import_finder_sees_absolute_and_relative_imports(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text("import os\n\ndef f():\n    import neurocine.fileio\n    from . import x\n"
+                    "    from os import path\n")  # fmt: skip
+    assert _local_neurocine_imports(path) == [4, 5]

@@ -41,9 +41,25 @@ from neurocine.config import (
     require,
     resolve_data_module,
 )
+from neurocine.data.cc2017 import preprocess_cc2017
+from neurocine.data.mindvideo import import_mindvideo
+from neurocine.data.nifti import preprocess_nifti
+from neurocine.data.preprocess_config import (
+    Cc2017Config,
+    MindVideoConfig,
+    NiftiConfig,
+    load_preprocess_config,
+)
+from neurocine.data.schema import validate
+from neurocine.demo import stage_configs
+from neurocine.embedding import embed_subject, embeddings_current
 from neurocine.errors import ConfigError, NeuroCineError
+from neurocine.evaluation import evaluate_run, markdown_table
 from neurocine.evaluation.report import METRICS_JSON
+from neurocine.reconstruct import reconstruct
 from neurocine.slurm import resume_checkpoint
+from neurocine.sweep import with_values
+from neurocine.training import fit
 
 SOURCES = ("cc2017", "mindvideo", "nifti", "hdf5")
 RECONSTRUCTIONS = "reconstructions.h5"  # what neurocine.reconstruct writes in SAMPLES
@@ -168,7 +184,6 @@ class Step:
 
 
 def _data_done(ctx: Context) -> bool:
-    from neurocine.data.schema import validate
 
     if not ctx.data.is_file():
         return False
@@ -180,12 +195,6 @@ def _data_done(ctx: Context) -> bool:
 
 
 def _data_run(ctx: Context) -> None:
-    from neurocine.data.preprocess_config import (
-        Cc2017Config,
-        MindVideoConfig,
-        NiftiConfig,
-        load_preprocess_config,
-    )
 
     source = ctx.spec.source
     if source.kind == "hdf5":
@@ -197,16 +206,10 @@ def _data_run(ctx: Context) -> None:
     module = resolve_data_module(source.config or source.kind, None)
     cfg = load_preprocess_config(schema[source.kind], module, list(source.overrides))
     if source.kind == "cc2017":
-        from neurocine.data.cc2017 import preprocess_cc2017
-
         preprocess_cc2017(cfg, source.root, int(source.subject), ctx.data, progress=ctx.progress)
     elif source.kind == "mindvideo":
-        from neurocine.data.mindvideo import import_mindvideo
-
         import_mindvideo(cfg, source.root, source.subject, ctx.data, progress=ctx.progress)
     else:
-        from neurocine.data.nifti import preprocess_nifti
-
         root = Path(source.root) if source.root else module.parent
         preprocess_nifti(cfg, root, ctx.data, progress=ctx.progress)
 
@@ -215,13 +218,11 @@ def _data_run(ctx: Context) -> None:
 
 
 def _embed_done(ctx: Context) -> bool:
-    from neurocine.embedding import embeddings_current
 
     return embeddings_current(ctx.data, ctx.stage1)
 
 
 def _embed_run(ctx: Context) -> None:
-    from neurocine.embedding import embed_subject
 
     for line in embed_subject(ctx.data, ctx.stage1, progress=ctx.progress).lines():
         ctx.log(f"  {line}")
@@ -284,8 +285,6 @@ def unfinished_run(runs: Path, export: str) -> Path | None:
 
 def _stage_run(stage: str) -> Callable[[Context], None]:
     def run(ctx: Context) -> None:
-        from neurocine.sweep import with_values
-        from neurocine.training import fit
 
         cfg = ctx[stage]
         if stage == "stage2":
@@ -332,7 +331,6 @@ def _latest_stage2(ctx: Context) -> Path:
 
 
 def _reconstruct_run(ctx: Context) -> None:
-    from neurocine.reconstruct import reconstruct
 
     limit = ctx.stage2.evaluation.reconstruct_limit
     run = _latest_stage2(ctx)
@@ -355,7 +353,6 @@ def _evaluate_done(ctx: Context) -> bool:
 
 
 def _evaluate_run(ctx: Context) -> None:
-    from neurocine.evaluation import evaluate_run
 
     evaluate_run(_latest_stage2(ctx), progress=ctx.progress)
 
@@ -396,7 +393,6 @@ def build_context(
     log: Callable[[str], None] = print,
 ) -> Context:
     """Validate the spec and both stages' configs (before anything runs)."""
-    from neurocine.demo import stage_configs
 
     spec, rest = load_spec(config, overrides)
     stage1, stage2 = stage_configs(spec, [*model_overrides(spec.models), *rest])
@@ -411,7 +407,6 @@ def run_pipeline(
     steps: Sequence[Step] = STEPS,
 ) -> PipelineResult:
     """Run the steps that are not finished (module docstring) and return the metrics table."""
-    from neurocine.evaluation import markdown_table
 
     ctx = build_context(config, overrides, progress, log)
     status = {}

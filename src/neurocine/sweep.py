@@ -69,9 +69,12 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from neurocine.analysis.runs import final_metrics
 from neurocine.config import check_config, load_config, merge_layer, require
 from neurocine.errors import ConfigError
+from neurocine.evaluation import SAMPLES_DIR, evaluate_run, flat_metrics
 from neurocine.fileio import atomic_path
+from neurocine.reconstruct import reconstruct
 from neurocine.sweep_plots import errorbar_plot, heatmap
 from neurocine.sweep_stats import best_vs_runner_up, summarize
+from neurocine.training import fit
 
 STAGES = ("stage1", "stage2")
 EVAL_ROWS = ("neurocine", "mean_frame", "ridge", "oracle")
@@ -404,7 +407,6 @@ def run_task(task: Task, threads: int | None = None) -> dict[str, Any]:
 
 
 def _train_stage1(cfg: DictConfig, folder: Path) -> tuple[Path, dict]:
-    from neurocine.training import fit
 
     run = fit(with_values(cfg, name="stage1", runs_dir=str(folder)))
     return run, final_metrics(run)
@@ -413,9 +415,6 @@ def _train_stage1(cfg: DictConfig, folder: Path) -> tuple[Path, dict]:
 def _run_stage2(
     cfg: DictConfig, encoder_run: Path, folder: Path, progress: bool
 ) -> tuple[Path, dict]:
-    from neurocine.evaluation import SAMPLES_DIR, evaluate_run, flat_metrics
-    from neurocine.reconstruct import reconstruct
-    from neurocine.training import fit
 
     encoder = str(encoder_run / "encoder")
     cfg = with_values(cfg, name="stage2", runs_dir=str(folder), **{"stage2.encoder_ckpt": encoder})

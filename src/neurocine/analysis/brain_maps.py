@@ -42,9 +42,11 @@ from neurocine.analysis.attribution import (
     spatial_patches,
 )
 from neurocine.data.cifti import N_STANDARD
+from neurocine.data.datamodule import FMRIVideoDataModule
 from neurocine.data.schema import read_strings
 from neurocine.errors import CheckpointError, ConfigError, DataError
 from neurocine.fileio import atomic_dir
+from neurocine.models.fmri_encoder import FMRIEncoder
 
 SURFACE_VIEWS = (
     ("left", "lateral"),
@@ -118,8 +120,6 @@ class RunInputs:
 
 def run_inputs(run, split: str = "test", n_windows: int | None = None) -> RunInputs:
     """Load a run's encoder and the first ``n_windows`` windows of ``split`` (all when None)."""
-    from neurocine.data.datamodule import FMRIVideoDataModule
-    from neurocine.models.fmri_encoder import FMRIEncoder
 
     if n_windows is not None and n_windows < 1:
         raise ConfigError(f"brain map: windows={n_windows} must be at least 1")

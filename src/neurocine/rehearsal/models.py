@@ -26,7 +26,9 @@ from pathlib import Path
 import torch
 
 from neurocine.fileio import atomic_dir
+from neurocine.models.clip_targets import SPECIAL_TOKENS, TINY_VOCAB, build_tiny_tokenizer
 from neurocine.models.full_size import SD15_UNET_CONFIG, SD15_VAE_CONFIG, write_random_sd
+from neurocine.models.video_unet import zero_motion_outputs
 
 CLASSES = 100  # ≥ 50: the 50-way protocol draws 49 distractor classes
 NARROW_CHANNELS = [32, 64, 64, 64]  # SD 1.5: [320, 640, 1280, 1280]; 4 blocks, 8× VAE kept
@@ -39,8 +41,6 @@ def _exists(directory: Path) -> bool:
 def write_clip(directory: str | Path, seed: int = 0) -> Path:
     """A ``CLIPModel`` directory of ViT-L/14's architecture, narrowed (module docstring)."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
-
-    from neurocine.models.clip_targets import SPECIAL_TOKENS, TINY_VOCAB, build_tiny_tokenizer
 
     directory = Path(directory)
     if _exists(directory):
@@ -84,8 +84,6 @@ def write_clip(directory: str | Path, seed: int = 0) -> Path:
 def write_stable_diffusion(directory: str | Path, seed: int = 0) -> Path:
     """SD 1.x's diffusers layout, narrowed, with an AnimateDiff ``motion_adapter/``."""
     from diffusers import MotionAdapter
-
-    from neurocine.models.video_unet import zero_motion_outputs
 
     directory = Path(directory)
     if (directory / "motion_adapter" / "config.json").is_file():

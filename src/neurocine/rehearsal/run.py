@@ -19,6 +19,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from neurocine.fileio import atomic_path
+from neurocine.pipeline import run_pipeline
+from neurocine.rehearsal.models import write_models
+from neurocine.rehearsal.release import build_cc2017_tree
 
 WIRING_NOTE = (
     "REHEARSAL: random weights and generated data. This run proves the wiring of the real chain "
@@ -35,9 +38,6 @@ def rehearse(
     log: Callable[[str], None] = print,
 ):
     """Generate the data and models if missing, then run the pipeline; return its result."""
-    from neurocine.pipeline import run_pipeline
-    from neurocine.rehearsal.models import write_models
-    from neurocine.rehearsal.release import build_cc2017_tree
 
     out = Path(out).resolve()
     log(WIRING_NOTE)
