@@ -120,8 +120,18 @@ def resize_normalize(image_size: int, mean=CLIP_MEAN, std=CLIP_STD) -> ImagePrep
 # --- loaders -----------------------------------------------------------------------------------
 
 
-def tiny_clip_config(vocab_size: int = len(TINY_VOCAB)):
-    """The random preset's architecture: a 2-layer ViT (32 px, patch 8) and a 2-layer text model."""
+def tiny_clip_config(
+    vocab_size: int = len(TINY_VOCAB),
+    max_length: int = TEXT_MAX_LENGTH,
+    image_size: int = 32,
+    patch_size: int = 8,
+    projection_dim: int | None = None,
+):
+    """A 2-layer ViT and a 2-layer text model of width 64 over the offline vocabulary.
+
+    The defaults are the random preset's architecture (32 px, patch 8); other image, patch,
+    text-length and projection sizes give narrowed versions of real CLIPs' layouts.
+    """
     from transformers import CLIPConfig
 
     width = 64
@@ -132,7 +142,7 @@ def tiny_clip_config(vocab_size: int = len(TINY_VOCAB)):
             "intermediate_size": 4 * width,
             "num_hidden_layers": 2,
             "num_attention_heads": 4,
-            "max_position_embeddings": TEXT_MAX_LENGTH,
+            "max_position_embeddings": max_length,
             "pad_token_id": SPECIAL_TOKENS.index("<pad>"),
             "bos_token_id": SPECIAL_TOKENS.index("<bos>"),
             "eos_token_id": SPECIAL_TOKENS.index("<eos>"),
@@ -142,10 +152,10 @@ def tiny_clip_config(vocab_size: int = len(TINY_VOCAB)):
             "intermediate_size": 4 * width,
             "num_hidden_layers": 2,
             "num_attention_heads": 4,
-            "image_size": 32,
-            "patch_size": 8,
+            "image_size": image_size,
+            "patch_size": patch_size,
         },
-        projection_dim=width,
+        projection_dim=projection_dim or width,
     )
 
 

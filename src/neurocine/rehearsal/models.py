@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from neurocine.fileio import atomic_dir
-from neurocine.models.clip_targets import SPECIAL_TOKENS, TINY_VOCAB, build_tiny_tokenizer
+from neurocine.models.clip_targets import build_tiny_tokenizer, tiny_clip_config
 from neurocine.models.full_size import SD15_UNET_CONFIG, SD15_VAE_CONFIG, write_random_sd
 from neurocine.models.video_unet import zero_motion_outputs
 
@@ -40,34 +40,14 @@ def _exists(directory: Path) -> bool:
 
 def write_clip(directory: str | Path, seed: int = 0) -> Path:
     """A ``CLIPModel`` directory of ViT-L/14's architecture, narrowed (module docstring)."""
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+    from transformers import CLIPImageProcessor, CLIPModel, CLIPProcessor
 
     directory = Path(directory)
     if _exists(directory):
         return directory
-    width = 64  # ViT-L/14: vision 1024 × 24 layers, text 768 × 12 layers
-    config = CLIPConfig(
-        text_config={
-            "vocab_size": len(TINY_VOCAB),
-            "hidden_size": width,
-            "intermediate_size": 4 * width,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "max_position_embeddings": 77,
-            "pad_token_id": SPECIAL_TOKENS.index("<pad>"),
-            "bos_token_id": SPECIAL_TOKENS.index("<bos>"),
-            "eos_token_id": SPECIAL_TOKENS.index("<eos>"),
-        },
-        vision_config={
-            "hidden_size": width,
-            "intermediate_size": 4 * width,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "image_size": 224,
-            "patch_size": 14,
-        },
-        projection_dim=768,
-    )
+    # ViT-L/14's layout (224 px, patch 14, 77 tokens, 768-d projection), narrowed to width 64
+    # and 2 layers (ViT-L/14: vision 1024 × 24 layers, text 768 × 12 layers).
+    config = tiny_clip_config(max_length=77, image_size=224, patch_size=14, projection_dim=768)
     processor = CLIPProcessor(
         image_processor=CLIPImageProcessor(
             size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}
