@@ -25,6 +25,17 @@ TINY_SIM = [
     "simulate.width=16",
     "simulate.fps=2.0",
 ]
+# The demo's overrides that keep a whole tiny demo to seconds (beside the data and runs paths).
+TINY_DEMO = [
+    "data.batch_size=16",
+    "data.val_runs=1",
+    "trainer.enable_progress_bar=false",
+    "evaluation.reconstruct_limit=8",
+    "evaluation.evaluator.epochs=1",
+    "evaluation.evaluator.width=4",
+    "evaluation.ridge_alphas=[10.0,1000.0]",
+    "evaluation.num_trials=10",
+]
 
 
 def tiny_demo(root: Path) -> Path:
@@ -50,14 +61,7 @@ trainer: {max_epochs: 1, limit_train_batches: 2, limit_val_batches: 1, log_every
         *TINY_SIM,
         f"data.path={root / 'sim.h5'}",
         f"runs_dir={root / 'runs'}",
-        "data.batch_size=16",
-        "data.val_runs=1",
-        "trainer.enable_progress_bar=false",
-        "evaluation.reconstruct_limit=8",
-        "evaluation.evaluator.epochs=1",
-        "evaluation.evaluator.width=4",
-        "evaluation.ridge_alphas=[10.0,1000.0]",
-        "evaluation.num_trials=10",
+        *TINY_DEMO,
     ]
     spec = root / "demo.yaml"
     spec.write_text(

@@ -15,7 +15,7 @@ import torch
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 from stage2_helpers import TINY_UNET
-from test_demo import TINY_SIM
+from test_demo import TINY_DEMO, TINY_SIM
 
 from neurocine.demo import run_demo
 from neurocine.sweep import run_sweep
@@ -62,14 +62,7 @@ def tiny_demo_files(root: Path) -> Path:
         *TINY_SIM,
         "data.path=data/sim/subject1.h5",
         "runs_dir=runs",
-        "data.batch_size=16",
-        "data.val_runs=1",
-        "trainer.enable_progress_bar=false",
-        "evaluation.reconstruct_limit=8",
-        "evaluation.evaluator.epochs=1",
-        "evaluation.evaluator.width=4",
-        "evaluation.ridge_alphas=[10.0,1000.0]",
-        "evaluation.num_trials=10",
+        *TINY_DEMO,
     ]
     (exp / "demo.yaml").write_text(
         "name: demo\nstage1: experiments/s1.yaml\nstage2: experiments/s2.yaml\n"
