@@ -560,3 +560,17 @@ def test_train_evaluator_cli(subject, tmp_path, capsys):
     assert "evaluator of 7 classes trained on 30 clips" in out and "test accuracy" in out
     assert read_evaluator_config(tmp_path / "ev")["n_classes"] == N_CLASSES
     assert main(["train-evaluator", f"data.path={tmp_path / 'none.h5'}"]) == 2
+
+
+def test_val_clips_need_an_evaluator_that_held_the_val_runs_out(run_dir, tmp_path, capsys):
+    samples = tmp_path / "val_samples"
+    reconstruct(run_dir, samples, split="val", limit=4, progress=False, videos=False)
+    out = tmp_path / "scored"
+    args = ["evaluate", "--run", str(samples), "--out", str(out), "--no-progress",
+            "evaluation.baselines=[]", "evaluation.clip_similarity=false"]  # fmt: skip
+    assert main([*args, "evaluation.evaluator.val_runs=0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "evaluation.split=val" in err[0] and "val_runs=1" in err[0]
+    assert not out.exists()
+    assert main(args) == 0  # the run's evaluator holds out its val run (val_runs=1)
+    assert json.loads((out / "metrics.json").read_text())["split"] == "val"
