@@ -28,6 +28,14 @@ IMAGES = ROOT / "docs" / "images"
 BUDGET_S, BUDGET_MB = 600, 4096
 BASELINES = ("mean_frame", "ridge", "oracle")
 LABEL = {"mean_frame": "the mean frame", "ridge": "ridge"}
+TRAINS = {  # stage2.unet_trainable → what learns, besides the condition adapter
+    "none": "the condition adapter, the UNet frozen",
+    "lora": "low-rank adapters on the UNet's attention (peft) and the condition adapter",
+    "motion": "the UNet's motion modules and the condition adapter",
+    "motion_lora": "the motion modules, low-rank adapters on the attention and the condition "
+    "adapter",
+    "all": "the whole UNet and the condition adapter",
+}
 
 
 TITLE = "make demo, end to end (bench/demo.py)"
@@ -67,15 +75,24 @@ def notes(data: dict) -> str:
         if sampling.get("init") == "ridge"
         else ""
     )
+    if not start:
+        start = (
+            f"Reconstructions are sampled from pure dependent noise (`sampling.init=noise`, the "
+            f"paper's sampling), {sampling.get('steps')} DDIM steps. "
+        )
     lead = [b for b in ("mean_frame", "ridge") if rows[b]["ssim"] > rows["neurocine"]["ssim"]]
+    stage2 = data.get("stage2", {})
+    trains = TRAINS.get(stage2.get("unet_trainable"), "the condition adapter, the UNet frozen")
     return (
         f"1-minute load average at the start: {data['load_avg']:.1f} (a shared machine "
         "stretches wall times; CPU seconds are what the work costs). Stage 1 embeds with the "
-        "shipped tiny CLIP; stage 2 trains the condition adapter of the shipped tiny video prior "
-        "with dependent noise, the UNet frozen (latent diffusion on the tiny VAE, conditioned on "
-        "stage 1's CLIP-space embedding; "
-        "`src/neurocine/pretrained/*/MODEL_CARD.md`). The oracle row is the same stage-2 "
-        f"model on the noise-free BOLD (`fmri_clean`). {start}\n\n"
+        "shipped tiny CLIP; stage 2 fine-tunes the shipped tiny video prior (latent diffusion on "
+        "the tiny VAE, conditioned on stage 1's CLIP-space embedding; "
+        "`src/neurocine/pretrained/*/MODEL_CARD.md`): it trains "
+        f"{trains} with dependent noise (ρ {stage2.get('noise_ratio', '?')}, lr "
+        f"{stage2.get('lr', '?')}, {stage2.get('epochs', '?')} epochs; chosen in "
+        "bench/stage2_finetune.py and bench/noise_ratio.py). The oracle row is the same "
+        f"stage-2 model on the noise-free BOLD (`fmri_clean`). {start}\n\n"
         "Semantic metric (50-way top-1 of the simulated-data evaluator, mean ± standard error "
         f"over the {data['n_clips']} scored clips; gap: NeuroCine minus the baseline, paired): "
         + "; ".join(_versus(rows, data.get("paired", {}), k, data["n_clips"]) for k in semantic)
@@ -149,7 +166,10 @@ def main() -> int:
     data = {"steps_s": steps, "wall_s": wall, "peak_rss_mb": peak_mb, "load_avg": load,
             "metrics": scored["rows"], "paired": scored["paired"], "n_clips": scored["n_clips"],
             "metrics_md": metrics_md, "run": run2.name,
-            "sampling": {k: cfg.sampling[k] for k in ("steps", "init", "strength")}}  # fmt: skip
+            "sampling": {k: cfg.sampling[k] for k in ("steps", "init", "strength")},
+            "stage2": {"unet_trainable": cfg.stage2.unet_trainable, "lr": cfg.stage2.lr,
+                       "noise_ratio": cfg.stage2.noise.ratio,
+                       "epochs": cfg.trainer.max_epochs}}  # fmt: skip
     write_result("demo", TITLE, table, data, notes(data), places={workdir: "WORKDIR"})
     return 0
 

@@ -17,9 +17,9 @@ or a fresh ``neurocine demo`` in a temporary folder) and scores
   more test runs — the simulator draws brain, training data and test data from independent
   streams, so the demo's models meet fresh test scenes of the same subject (checked: the
   training split is identical; a different number of test runs draws other scenes, so this
-  split is not the 12-run selection split of ``bench/sampling_start.py``) — scored without the
-  oracle, to keep the time down, with the run's sampling start and with the paper's start from
-  pure noise (``sampling.init=noise``);
+  split is neither the 12-run selection split of ``bench/sampling_start.py`` nor the 8-run one
+  of ``bench/stage2_finetune.py``), sampled with the paper's start from pure dependent noise
+  (``sampling.init=noise``, with the oracle) and with the ridge start as an option beside it;
 
 each beside the same baselines, with NeuroCine's paired gap to each (same clips, same n-way
 draws; standard error with the clips' scenes as clusters).
@@ -49,6 +49,7 @@ from neurocine.config import load_saved_config
 ROOT = Path(__file__).resolve().parent.parent
 METRICS = ("ssim", "frame_50way", "video_50way", "video_2way", "clip_similarity")
 GAP = "video_50way"
+RIDGE_STRENGTH = 0.7  # the ridge start's strength, chosen in bench/sampling_start.py
 LABELS = {"neurocine": "NeuroCine", "mean_frame": "mean training frame",
           "ridge": "ridge fMRI → pixels", "oracle": "oracle (fmri_clean)"}  # fmt: skip
 
@@ -111,16 +112,18 @@ def main() -> int:
         )
         if args.test_runs:
             big = larger_test_split(run_dir, tmp / "larger.h5", args.test_runs)
-            start = load_saved_config(run_dir / "config.yaml").sampling
-            starts = {f"{start.init} start (the run's)": []}
-            if start.init != "noise":
-                starts["noise start"] = ["sampling.init=noise", "sampling.strength=1.0"]
-            for i, (name, overrides) in enumerate(starts.items()):
+            starts = {
+                "noise start (the paper's)": (["sampling.init=noise", "sampling.strength=1.0"],
+                                              "[mean_frame,ridge,oracle]"),
+                f"ridge start, strength {RIDGE_STRENGTH:g} (option)": (
+                    ["sampling.init=ridge", f"sampling.strength={RIDGE_STRENGTH}"], "[ridge]"),
+            }  # fmt: skip
+            for i, (name, (overrides, baselines)) in enumerate(starts.items()):
                 run(["reconstruct", "--run", str(run_dir), "--out", str(tmp / f"big_samples{i}"),
                      "--no-videos", "--no-progress", f"data.path={big}", *overrides])  # fmt: skip
                 scored[f"test of {args.test_runs} runs, {name}, evaluator seed 0"] = evaluate(
                     tmp / f"big_samples{i}", tmp / f"big{i}", 0, 0, f"data.path={big}",
-                    "evaluation.baselines=[mean_frame,ridge]",
+                    f"evaluation.baselines={baselines}",
                 )  # fmt: skip
     rows = []
     for setting, result in scored.items():
