@@ -17,6 +17,7 @@ from pathlib import Path
 from bench.common import RESULTS
 
 ROOT = Path(__file__).resolve().parent.parent
+SELECTION = ROOT / "bench" / "selection.md"  # which split chose each recipe setting (by hand)
 SKIP = {"__init__", "common", "run_all", "gpu_check"}  # gpu_check: `make bench-gpu`, on a GPU
 # Arguments that keep `make bench` within its 20-minute budget on a 2-core machine; the
 # full-size figures (python -m bench.preprocess_scale) are kept under their own names.
@@ -67,7 +68,10 @@ def render() -> str:
     def listed(names: set[str]) -> str:
         return ", ".join(f"`bench/{n}.py`" for n in sorted(names))
 
-    parts = [HEADER.format(quality=listed(QUALITY), full_size=listed(FULL_SIZE))]
+    parts = [
+        HEADER.format(quality=listed(QUALITY), full_size=listed(FULL_SIZE)),
+        SELECTION.read_text(),
+    ]
     if not (RESULTS / "gpu_check.json").is_file():
         parts.append(NO_GPU)
     for path in sorted(RESULTS.glob("*.json")):
