@@ -25,6 +25,8 @@ QUICK_ARGS = {"preprocess_scale": ["--fraction", "0.12", "--video-size", "160"]}
 # runs them too; `make bench` keeps their last recorded result (with its date and command).
 QUALITY = {
     "brain_maps",
+    "evaluator_epochs",
+    "noise_ratio",
     "stage1_quality",
     "demo",
     "demo_robustness",

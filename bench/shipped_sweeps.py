@@ -35,17 +35,21 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def describe(name: str, rows: list[dict[str, str]]) -> str:
-    """One sentence per compared point: its paired difference and verdict."""
+def describe(name: str, rows: list[dict[str, str]], metric: str = METRIC) -> str:
+    """One sentence per compared point: its paired difference on ``metric`` and verdict.
+
+    The verdict is recomputed from the paired difference, so it holds for any metric of
+    ``results.csv``, not only the sweep's own.
+    """
     keys = [k for k in rows[0] if k not in ("point", "n", "failed", "error", "verdict")]
-    keys = keys[: keys.index(METRIC)]
+    keys = keys[: min(i for i, k in enumerate(keys) if "/" in k or ":" in k)]
     parts, diffs = [], []
     for row in rows:
         if row["verdict"] == "reference":
             continue
         where = ", ".join(f"{k.split('.')[-1]} {row[k]}" for k in keys)
-        diff, se = float(row[f"{METRIC}_diff"]), float(row[f"{METRIC}_diff_se"] or "nan")
-        parts.append(f"{where}: Δ {diff:+.3f} ± {se:.3f} ({row['verdict']})")
+        diff, se = float(row[f"{metric}_diff"]), float(row[f"{metric}_diff_se"] or "nan")
+        parts.append(f"{where}: Δ {diff:+.3f} ± {se:.3f} ({verdict(diff, se, int(row['n']))})")
         diffs.append((abs(diff), se, int(row["n"])))
     beyond = [p for p in parts if "better" in p or "worse" in p]
     summary = (
@@ -75,7 +79,7 @@ def describe(name: str, rows: list[dict[str, str]]) -> str:
         )
     )
     return (
-        f"`{name}`, paired differences to the reference: "
+        f"`{name}`, {metric}, paired differences to the reference: "
         + "; ".join(parts)
         + f". {summary}.{needed}{caveat}"
     )

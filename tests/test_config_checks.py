@@ -200,6 +200,7 @@ CROSS = {
     "_devices_for_accelerator": (["trainer.devices=-1"], "trainer.accelerator=cpu"),
     "_encoder_heads": (["encoder.embed_dim=30", "encoder.num_heads=4"], "encoder.embed_dim=30"),
     "_unet_divisors": (["unet.norm_num_groups=5"], "unet.norm_num_groups=5 must divide"),
+    "_evaluator_held_out": (["evaluation.split=val"], "would score clips it learnt from"),
 }
 
 

@@ -460,7 +460,7 @@ def test_evaluate_prints_a_cc2017_run_beside_the_published_results(run_dir, tmp_
     )
     assert cc2017.result["protocol"]["nway"] == "top-3 true classes"
     assert "| **NeuroCine** | this run |" in cc2017.table
-    assert "| MinD-Video | mean of 3 |" in cc2017.table and "Published cc2017" in cc2017.table
+    assert "| MinD-Video | as stated |" in cc2017.table and "Published cc2017" in cc2017.table
 
 
 def test_oracle_is_sampled_as_the_reconstructions_were(run_dir, tmp_path, monkeypatch):
@@ -560,3 +560,17 @@ def test_train_evaluator_cli(subject, tmp_path, capsys):
     assert "evaluator of 7 classes trained on 30 clips" in out and "test accuracy" in out
     assert read_evaluator_config(tmp_path / "ev")["n_classes"] == N_CLASSES
     assert main(["train-evaluator", f"data.path={tmp_path / 'none.h5'}"]) == 2
+
+
+def test_val_clips_need_an_evaluator_that_held_the_val_runs_out(run_dir, tmp_path, capsys):
+    samples = tmp_path / "val_samples"
+    reconstruct(run_dir, samples, split="val", limit=4, progress=False, videos=False)
+    out = tmp_path / "scored"
+    args = ["evaluate", "--run", str(samples), "--out", str(out), "--no-progress",
+            "evaluation.baselines=[]", "evaluation.clip_similarity=false"]  # fmt: skip
+    assert main([*args, "evaluation.evaluator.val_runs=0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "evaluation.split=val" in err[0] and "val_runs=1" in err[0]
+    assert not out.exists()
+    assert main(args) == 0  # the run's evaluator holds out its val run (val_runs=1)
+    assert json.loads((out / "metrics.json").read_text())["split"] == "val"

@@ -59,3 +59,20 @@ def test_published_table_marks_protocol_differences():
     assert "0.900?" in grey  # CLIP-pcc protocol unknown
     assert "| 0.250 | 9.50 |" in ours and "| 0.800 |" in ours
     assert "ssim: mindvideo" in table
+
+
+def test_the_published_rows_carry_their_papers_protocols():
+    """A run under MinD-Video's protocols: its own table unmarked, Mind-Animator's CLIP-pcc †."""
+    run_protocol = {
+        "ssim": "mindvideo",
+        "uint8": "truncate",
+        "nway": "top-3 true classes",
+        "clip_pcc": "adjacent frames, CLIP ViT-L/14",
+    }
+    lines = published_table("NeuroCine", {}, run_protocol).splitlines()
+    mindvideo = next(line for line in lines if line.startswith("| MinD-Video | 1 |"))
+    animator = next(line for line in lines if line.startswith("| Mind-Animator | 1 |"))
+    assert "| 0.171 |" in mindvideo and "| 0.202 |" in mindvideo and "†" not in mindvideo
+    assert "| 0.301 |" in animator and "| 0.809 |" in animator  # same SSIM and n-way code
+    assert "9.13?" in animator  # how its frames became uint8 was not read
+    assert "0.425†" in animator  # adjacent frames, gated at VIFI-CLIP 0.6, CLIP ViT-B/32

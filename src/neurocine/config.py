@@ -590,6 +590,20 @@ def _unet_divisors(cfg: DictConfig) -> str | None:
     return None
 
 
+def _evaluator_held_out(cfg: DictConfig) -> str | None:
+    e = cfg.evaluation
+    pretrained = e.classifier == "pretrained" or (
+        e.classifier == "auto" and (e.image_classifier or e.video_classifier)
+    )
+    if e.split == "val" and not pretrained and e.evaluator.val_runs < cfg.data.val_runs:
+        return (
+            f"evaluation.split=val with evaluation.evaluator.val_runs={e.evaluator.val_runs} < "
+            f"data.val_runs={cfg.data.val_runs}: the trained evaluator would score clips it "
+            f"learnt from; set evaluation.evaluator.val_runs={cfg.data.val_runs}"
+        )
+    return None
+
+
 def _validation(cfg: DictConfig) -> str | None:
     t = cfg.trainer
     reason = None
@@ -617,6 +631,7 @@ CROSS_RULES: tuple[Callable[[DictConfig], str | None], ...] = (
     _devices_for_accelerator,
     _encoder_heads,
     _unet_divisors,
+    _evaluator_held_out,
 )
 CROSS_WARNINGS: tuple[Callable[[DictConfig], str | None], ...] = (_validation,)
 _warned: set[str] = set()

@@ -19,15 +19,15 @@ values) and validated against :class:`~neurocine.config.ExperimentConfig`, and `
 ``reference`` and ``launcher`` are checked: a bad value fails the whole sweep with the key named.
 
 Each run (a point and a seed) trains stage 1 (and stage 2 with ``stage2.encoder_ckpt`` = that
-stage-1 run's encoder, then reconstructs ``evaluation.reconstruct_limit`` test clips and
-evaluates them). Stage-1 runs are shared between runs whose stage-1 config (seed included) is
-the same: a ``stage2.noise.ratio`` sweep trains stage 1 once per seed. All stage-1 runs are
-trained first, then all stage-2 runs; ``--workers N`` runs N of them at once in separate
-processes (each with cores ÷ N torch threads; with ``trainer.accelerator=gpu`` worker k uses
-GPU k), a submitit launcher submits each as a job. Metrics of a run: the last logged value of
+stage-1 run's encoder, then reconstructs ``evaluation.reconstruct_limit`` clips of
+``evaluation.split`` and evaluates them). Stage-1 runs are shared between runs whose stage-1 config
+(seed included) is the same: a ``stage2.noise.ratio`` sweep trains stage 1 once per seed. All
+stage-1 runs are trained first, then all stage-2 runs; ``--workers N`` runs N of them at once in
+separate processes (each with cores ÷ N torch threads; with ``trainer.accelerator=gpu`` worker k
+uses GPU k), a submitit launcher submits each as a job. Metrics of a run: the last logged value of
 every column of the stage-1 CSV log (``val/top1_50way``, …), the stage-2 log's columns prefixed
-``stage2:``, and with stage 2 the evaluation rows (``neurocine/ssim``, ``ridge/video_50way``, …
-see :func:`neurocine.evaluation.flat_metrics`).
+``stage2:``, and with stage 2 the evaluation rows (``neurocine/ssim``, ``ridge/video_50way``, … see
+:func:`neurocine.evaluation.flat_metrics`).
 
 Outputs, in ``<out_dir>/<name>/`` (default ``runs/sweeps/<file stem>/``)::
 
@@ -420,7 +420,8 @@ def _run_stage2(
     cfg = with_values(cfg, name="stage2", runs_dir=str(folder), **{"stage2.encoder_ckpt": encoder})
     run = fit(cfg)
     limit = cfg.evaluation.reconstruct_limit
-    reconstruct(run, run / SAMPLES_DIR, limit=limit, progress=progress, videos=False)
+    split = str(cfg.evaluation.split)
+    reconstruct(run, run / SAMPLES_DIR, split=split, limit=limit, progress=progress, videos=False)
     evaluation = evaluate_run(run, progress=progress)
     metrics = {f"stage2:{k}": v for k, v in final_metrics(run).items()}
     metrics.update(flat_metrics(evaluation.result))

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from neurocine.analysis.published import NWAY_MINDVIDEO
 from neurocine.analysis.runs import read_reconstructions
-from neurocine.config import load_run_config
+from neurocine.config import check_config, load_run_config
 from neurocine.data.datamodule import FMRIVideoDataModule
 from neurocine.data.schema import read_strings
 from neurocine.errors import ConfigError, DataError
@@ -60,14 +60,18 @@ def load_inputs(
 
     The config's sampling settings become those the reconstructions were made with, so the
     oracle is sampled as they were (``neurocine reconstruct … key=value`` may have changed the
-    run's); files from before a setting existed keep the run's. ``evaluation.max_clips`` cuts
-    the clips.
+    run's); files from before a setting existed keep the run's. ``evaluation.split`` becomes
+    the split reconstructed, and the config is checked again (an evaluator that learnt from
+    the val runs cannot score them). ``evaluation.max_clips`` cuts the clips.
     """
     cfg = load_run_config(samples.run_dir / "config.yaml", overrides)
     pred, rows, attrs = read_reconstructions(samples.h5_path)
     recorded = {k: attrs[k] for k in sampling_attrs(cfg.sampling) if k in attrs}
     recorded.setdefault("uint8", "round")  # frames written before sampling.uint8 were rounded
     cfg.sampling = OmegaConf.merge(cfg.sampling, recorded)
+    if "split" in attrs:  # the split scored is the one reconstructed: its rules apply
+        cfg.evaluation.split = str(attrs["split"])
+        check_config(cfg)
     max_clips = cfg.evaluation.max_clips
     if max_clips is not None:
         if int(max_clips) < 1:
