@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import h5py
 import nibabel as nib
@@ -27,6 +28,10 @@ from neurocine.data.cifti import N_STANDARD
 from neurocine.data.cortex import mni_mask
 from neurocine.data.simulate import simulate_arrays, simulate_subject
 from neurocine.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # bench/ is not installed: import it from the checkout
+    sys.path.insert(0, str(ROOT))
 
 # Short scenes and a high SNR, so a short fit learns; half the voxels carry signal.
 SIM = dict(n_train_runs=12, n_test_runs=3, trs_per_run=40, n_voxels=120, snr=3.0, test_repeats=2,
@@ -295,3 +300,36 @@ def test_grayordinates_of_another_mesh_get_no_surface_views(tmp_path):
         tmp_path, "gradient", np.ones(voxels.index.size), voxels, "inflated"
     )
     assert {p.name for p in written} == {"map.npy", "regions.md"}
+
+
+# --- the bench's choice of stage 1 and method (bench/brain_maps.py) ----------------------------
+
+
+def _records(top1, val_auc, test_auc=0.6):
+    return [
+        {"seed": s, "val_top1_50way": t, "val_auc": {"occlusion": a, "gradient": 0.5},
+         "auc": {"occlusion": test_auc, "gradient": 0.5}, "windows": 9, "val_windows": 8,
+         "brain_map_s": 1.0, "seconds": {"occlusion": 1.0, "gradient": 1.0}}
+        for s, (t, a) in enumerate(zip(top1, val_auc, strict=True))
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("variant_top1", "variant_auc", "chosen"),
+    [
+        ((0.08, 0.08), (0.62, 0.66), "demo stage 1"),  # maps better, but within noise
+        ((0.08, 0.08), (0.85, 0.87), "wd"),  # maps better beyond noise, retrieves as well
+        ((0.03, 0.03), (0.85, 0.87), "demo stage 1"),  # maps better, retrieves worse
+    ],
+)
+def test_bench_keeps_the_demo_stage1_unless_validation_says_otherwise(
+    variant_top1, variant_auc, chosen
+):
+    from bench.brain_maps import choose, report
+
+    data = {"variants": {"demo stage 1": _records((0.07, 0.08), (0.62, 0.64)),
+                         "wd": _records(variant_top1, variant_auc, test_auc=0.9)}}  # fmt: skip
+    assert choose(data)["chosen"] == chosen
+    _, notes = report(data)
+    assert f"Chosen: {chosen} with occlusion" in notes
+    assert ("it reaches the target" in notes) == (chosen == "wd")
