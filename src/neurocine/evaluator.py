@@ -12,12 +12,12 @@ clip):
   n-way), so both protocols use the same learnt categories. Training sees one random frame of
   each clip per step, shifted by up to 1/8 of the frame and mirrored at random (labels are
   static per clip), with label smoothing 0.1 and a one-cycle learning rate; on the default
-  simulated set (~900 single-scene training clips, ~3 scenes per class) it reaches 0.51 top-1
-  on the test clips after its 60 default epochs (0.25 after 10; chance 1/64), and the accuracy
-  is stored with it. It is saved as
-  ``model.safetensors`` + ``config.json`` in a run-independent folder, by default beside the
-  data (``<data.path>.evaluator/``), together with a fingerprint of the data it learnt from
-  (labels and a few frames) and its ``evaluation.evaluator`` settings, so a re-simulated
+  simulated set (~900 single-scene training clips, ~3 scenes per class) its 120 default
+  epochs were chosen on held-out training runs (``bench/evaluator_epochs.py``: their top-1
+  0.32, 0.25 after 60; chance 1/64), and its accuracy on the test clips is stored with it. It
+  is saved as ``model.safetensors`` + ``config.json`` in a run-independent folder, by default
+  beside the data (``<data.path>.evaluator/``), together with a fingerprint of the data it
+  learnt from (labels and a few frames) and its ``evaluation.evaluator`` settings, so a re-simulated
   dataset or changed settings get a fresh evaluator.
 - **Pretrained** (real data): MinD-Video's classifiers loaded by path with ``transformers``,
   ``google/vit-base-patch16-224`` on single frames and
