@@ -97,7 +97,9 @@ def notes(data: dict) -> str:
         f"over the {data['n_clips']} scored clips; gap: NeuroCine minus the baseline, paired): "
         + "; ".join(_versus(rows, data.get("paired", {}), k, data["n_clips"]) for k in semantic)
         + f". NeuroCine {'beats' if beats else 'does not beat'} both the mean frame and ridge "
-        "on it in this run (compare the gap with the standard error). SSIM rewards blur: "
+        "on it in this run (compare the gap with the standard error; 191 clips of 56 scenes: "
+        "the 24-run split of bench/demo_robustness.py is the figure to go by). SSIM rewards "
+        "blur: "
         + (
             " and ".join(LABEL[b] for b in lead)
             + (" lead" if len(lead) > 1 else " leads")
