@@ -17,6 +17,7 @@ from neurocine.embedding import embed_subject, is_embedded
 from neurocine.errors import CheckpointError, ConfigError, SchemaError
 from neurocine.models.clip_targets import (
     build_tiny_tokenizer,
+    describe_clip,
     image_embeddings,
     load_clip,
     pooled_features,
@@ -225,3 +226,14 @@ def test_pretrained_path_loads_offline_and_implies_the_preset(tmp_path, clip):
     torch.testing.assert_close(
         text_embeddings(loaded, loaded_tok, caption), text_embeddings(model, tok, caption)
     )
+
+
+def test_provenance_names_a_shipped_clip_by_its_folder_and_a_random_one_by_its_seed():
+    cfg = OmegaConf.structured(ClipConfig)
+    cfg.seed = 7
+    cfg.preset = "tiny_eval"
+    assert describe_clip(cfg) == "tiny_eval(neurocine/pretrained/clip_eval)"
+    cfg.preset = "tiny"
+    assert describe_clip(cfg) == "tiny(neurocine/pretrained/clip)"
+    cfg.preset = "random"
+    assert describe_clip(cfg) == "random(seed=7)"

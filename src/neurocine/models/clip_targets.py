@@ -202,6 +202,8 @@ TINY_CLIP_DIR = Path(__file__).resolve().parent.parent / "pretrained" / "clip"
 # A second tiny CLIP (another seed, other simulated scenes) that only scores reconstructions:
 # the semantic columns of `neurocine evaluate` are not measured by the conditioning CLIP.
 TINY_EVAL_CLIP_DIR = TINY_CLIP_DIR.parent / "clip_eval"
+# shipped preset → its folder, as provenance names it
+SHIPPED_DIRS = {"tiny": "neurocine/pretrained/clip", "tiny_eval": "neurocine/pretrained/clip_eval"}
 
 
 def _shipped_clip(clip_cfg: Any, default: Path):
@@ -256,12 +258,16 @@ def effective_preset(clip_cfg: Any) -> str:
 
 
 def describe_clip(clip_cfg: Any) -> str:
-    """Provenance of the embeddings (stored with them): ``random(seed=0)`` or the path."""
+    """Provenance of the embeddings (stored with them): ``random(seed=0)`` or the path.
+
+    A shipped preset is named by its folder, not by ``clip.seed``, which only seeds the random
+    preset (the shipped models' own seeds are in their model cards).
+    """
     preset = effective_preset(clip_cfg)
     if preset == "pretrained":
         return f"pretrained({clip_cfg.pretrained})"
-    if preset == "tiny":
-        return f"tiny({clip_cfg.pretrained or 'neurocine/pretrained/clip'})"
+    if preset in SHIPPED_DIRS:
+        return f"{preset}({clip_cfg.pretrained or SHIPPED_DIRS[preset]})"
     return f"{preset}(seed={clip_cfg.seed})"
 
 
