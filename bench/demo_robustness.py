@@ -19,7 +19,9 @@ or a fresh ``neurocine demo`` in a temporary folder) and scores
   training split is identical; a different number of test runs draws other scenes, so this
   split is neither the 12-run selection split of ``bench/sampling_start.py`` nor the 8-run one
   of ``bench/stage2_finetune.py``), sampled with the paper's start from pure dependent noise
-  (``sampling.init=noise``, with the oracle) and with the ridge start as an option beside it;
+  (``sampling.init=noise``, with the oracle and the CLIP oracle: stage 2 conditioned on the
+  clips' true CLIP image embeddings, its ceiling given a perfect stage 1) and with the ridge
+  start as an option beside it;
 
 each beside the same baselines, with NeuroCine's paired gap to each (same clips, same n-way
 draws; standard error with the clips' scenes as clusters).
@@ -51,7 +53,8 @@ METRICS = ("ssim", "frame_50way", "video_50way", "video_2way", "clip_similarity"
 GAP = "video_50way"
 RIDGE_STRENGTH = 0.7  # the ridge start's strength, chosen in bench/sampling_start.py
 LABELS = {"neurocine": "NeuroCine", "mean_frame": "mean training frame",
-          "ridge": "ridge fMRI → pixels", "oracle": "oracle (fmri_clean)"}  # fmt: skip
+          "ridge": "ridge fMRI → pixels", "oracle": "oracle (fmri_clean)",
+          "clip_oracle": "CLIP oracle (true image embedding)"}  # fmt: skip
 
 
 def run(cmd: list[str]) -> None:
@@ -114,7 +117,7 @@ def main() -> int:
             big = larger_test_split(run_dir, tmp / "larger.h5", args.test_runs)
             starts = {
                 "noise start (the paper's)": (["sampling.init=noise", "sampling.strength=1.0"],
-                                              "[mean_frame,ridge,oracle]"),
+                                              "[mean_frame,ridge,oracle,clip_oracle]"),
                 f"ridge start, strength {RIDGE_STRENGTH:g} (option)": (
                     ["sampling.init=ridge", f"sampling.strength={RIDGE_STRENGTH}"], "[ridge]"),
             }  # fmt: skip

@@ -44,6 +44,14 @@ def test_unknown_override_and_wrong_type_fail(project):
         load_config(project, ["data.window"])
 
 
+def test_evaluation_baselines_take_the_clip_oracle_by_name():
+    assert "clip_oracle" not in load_config(None).evaluation.baselines  # asked for by name
+    cfg = load_config(None, ["evaluation.baselines=[ridge,clip_oracle]"])
+    assert list(cfg.evaluation.baselines) == ["ridge", "clip_oracle"]
+    with pytest.raises(ConfigError, match=r"evaluation\.baselines.*clip_oracel"):
+        load_config(None, ["evaluation.baselines=[clip_oracel]"])
+
+
 def test_struct_mode_rejects_new_keys_after_loading(project):
     cfg = load_config(project)
     with pytest.raises(Exception, match="newkey"):

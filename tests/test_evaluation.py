@@ -88,16 +88,15 @@ def subject(tmp_path_factory):
     return coloured_subject(tmp_path_factory.mktemp("coloured") / "sub.h5")
 
 
-@pytest.fixture(scope="module")
-def run_dir(subject, tmp_path_factory):
-    """An exported (untrained) stage-2 model over the coloured subject, reconstructed."""
+def exported_run(subject, root, *extra: str):
+    """An exported (untrained) stage-2 model over ``subject`` in ``root / "run"``."""
     from neurocine.lit.stage2 import build_callbacks, build_module
 
-    root = tmp_path_factory.mktemp("evalrun")
     encoder = save_tiny_encoder(root / "encoder")
     cfg = tiny_config(
-        subject, encoder, root / "runs", "sampling.steps=2", "sampling.batch_size=4", *FAST_EVAL
-    )
+        subject, encoder, root / "runs", "sampling.steps=2", "sampling.batch_size=4", *FAST_EVAL,
+        *extra,
+    )  # fmt: skip
     run = root / "run"
     save_config(cfg, run / "config.yaml")
     datamodule = FMRIVideoDataModule(cfg, read_frames=True, augment=False)
@@ -106,8 +105,21 @@ def run_dir(subject, tmp_path_factory):
     callback = build_callbacks(cfg)[0]
     callback.install(module, callback.ratio_at(epoch=0, step=0))
     module.export(run)
+    return run
+
+
+@pytest.fixture(scope="module")
+def run_dir(subject, tmp_path_factory):
+    """An exported (untrained) stage-2 model over the coloured subject, reconstructed."""
+    run = exported_run(subject, tmp_path_factory.mktemp("evalrun"))
     reconstruct(run, run / "samples", limit=10, progress=False, videos=False)
     return run
+
+
+@pytest.fixture(scope="module")
+def embedding_run(subject, tmp_path_factory):
+    """The same, its UNet conditioned on stage 1's CLIP embedding (the CLIP oracle applies)."""
+    return exported_run(subject, tmp_path_factory.mktemp("embrun"), "stage2.condition=embedding")
 
 
 # --- baselines ---------------------------------------------------------------------------------
@@ -480,6 +492,86 @@ def test_oracle_is_sampled_as_the_reconstructions_were(run_dir, tmp_path, monkey
     with h5py.File(folder / "oracle.h5") as f:
         assert (f.attrs["init"], f.attrs["strength"], f.attrs["steps"]) == ("ridge", 0.5, 2)
         assert list(f["index"][()]) == [0, 1, 2, 3]
+
+
+def conditions_sampled(monkeypatch) -> list[torch.Tensor]:
+    """The UNet conditions of every stage-2 sampling from now on (DDIM's ``cond`` argument)."""
+    from neurocine.diffusion import pipeline
+
+    seen: list[torch.Tensor] = []
+    ddim = pipeline.ddim_sample
+    monkeypatch.setattr(
+        pipeline, "ddim_sample", lambda unet, sched, cond, *a, **k: (
+            seen.append(cond.detach().clone()) or ddim(unet, sched, cond, *a, **k)
+        ),
+    )  # fmt: skip
+    return seen
+
+
+def test_clip_oracle_conditions_stage2_on_the_true_clip_embeddings(
+    embedding_run, subject, tmp_path, monkeypatch
+):
+    from neurocine.analysis.runs import read_reconstructions
+    from neurocine.diffusion.pipeline import VideoDecoder
+
+    folder = tmp_path / "samples"
+    reconstruct(embedding_run, folder, limit=6, progress=False, videos=False)
+    seen = conditions_sampled(monkeypatch)
+    overrides = ["evaluation.baselines=[clip_oracle]", "evaluation.clip_similarity=false"]
+    result = evaluate_run(folder, overrides, out_dir=tmp_path / "eval", progress=False).result
+    assert list(result["rows"]) == ["neurocine", "clip_oracle"]
+    assert not any("clip_oracle" in note for note in result["notes"])
+    assert result["labels"]["clip_oracle"] == "CLIP oracle (true image embedding)"
+    # The condition is the adapter's projection of each clip's normalised clip_image (batches
+    # of sampling.batch_size=4), not the encoder's prediction from the fMRI.
+    decoder = VideoDecoder.load(embedding_run / "model")
+    with h5py.File(subject) as f:
+        clip_image = torch.from_numpy(f["test/clip_image"][:6].astype(np.float32))
+        fmri = torch.from_numpy(f["test/fmri"][()])
+    with torch.no_grad():
+        expected = decoder.adapter(torch.nn.functional.normalize(clip_image, dim=-1)[:, None])
+        from_fmri = decoder.condition(torch.stack([fmri[[r, r + 1]] for r in range(6)]))
+    assert [len(c) for c in seen] == [4, 2]
+    torch.testing.assert_close(torch.cat(seen), expected)
+    assert not torch.allclose(expected, from_fmri, atol=1e-3)
+    oracle, index, attrs = read_reconstructions(folder / "clip_oracle.h5")
+    recon, _, _ = read_reconstructions(folder / "reconstructions.h5")
+    assert list(index) == list(range(6)) and attrs["seed"] == 0 and attrs["steps"] == 2
+    assert not np.array_equal(oracle, recon)  # same seeds, another condition
+    # Cached: re-evaluating samples nothing and scores the same videos.
+    seen.clear()
+    again = evaluate_run(folder, overrides, out_dir=tmp_path / "again", progress=False).result
+    assert seen == [] and again["rows"]["clip_oracle"] == result["rows"]["clip_oracle"]
+    # Reconstructions sampled otherwise (another seed): the cache is stale and resampled.
+    reconstruct(embedding_run, folder, limit=6, progress=False, videos=False,
+                overrides=["sampling.seed=1"])  # fmt: skip
+    seen.clear()
+    evaluate_run(folder, overrides, out_dir=tmp_path / "reseeded", progress=False)
+    assert len(seen) == 2
+    resampled, _, attrs = read_reconstructions(folder / "clip_oracle.h5")
+    assert attrs["seed"] == 1 and not np.array_equal(resampled, oracle)
+
+
+def test_clip_oracle_is_left_out_with_a_note_where_it_does_not_apply(
+    run_dir, embedding_run, tmp_path
+):
+    from neurocine.evaluation.baselines import clip_oracle_problem
+
+    overrides = [
+        "evaluation.baselines=[mean_frame,clip_oracle]",
+        "evaluation.clip_similarity=false",
+    ]
+    result = evaluate_run(run_dir, overrides, out_dir=tmp_path, progress=False).result
+    assert list(result["rows"]) == ["neurocine", "mean_frame"]  # a tokens-conditioned decoder
+    assert (
+        "clip_oracle skipped: the decoder's condition adapter takes the encoder's tokens, "
+        "not a CLIP embedding"
+    ) in result["notes"]
+    assert not (run_dir / "samples" / "clip_oracle.h5").exists()
+    assert clip_oracle_problem(embedding_run, 12) is None
+    assert "clip_image has 16 dims, the decoder's condition adapter takes 12" in str(
+        clip_oracle_problem(embedding_run, 16)
+    )
 
 
 def test_evaluate_cli_and_a_reconstruction_folder(run_dir, tmp_path, capsys):

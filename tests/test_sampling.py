@@ -90,6 +90,24 @@ def test_each_video_depends_only_on_its_own_seed(decoder, fmri):
         assert (batch[i].int() - alone[0].int()).abs().max() <= 1  # float reassociation only
 
 
+def test_a_given_condition_replaces_the_fmris_and_only_one_is_taken(decoder, fmri):
+    kwargs = dict(steps=2, guidance_scale=2.0)
+    from_fmri = decoder.generate(fmri, generator=gens(0, 1, 2), **kwargs)
+    with torch.no_grad():
+        cond = decoder.condition(fmri)
+    given = decoder.generate(None, condition=cond, generator=gens(0, 1, 2), **kwargs)
+    assert torch.equal(given, from_fmri)
+    swapped = decoder.generate(None, condition=cond.flip(0), generator=gens(0, 1, 2), **kwargs)
+    assert not torch.equal(swapped, from_fmri)
+    with pytest.raises(ValueError, match="either fmri or a condition"):
+        decoder.generate(fmri, condition=cond, **kwargs)
+    with pytest.raises(ValueError, match="either fmri or a condition"):
+        decoder.generate(None, **kwargs)
+    # This decoder's adapter takes the encoder's tokens: no CLIP embedding goes in.
+    with pytest.raises(ConfigError, match="'tokens' condition adapter"):
+        decoder.condition_from_embedding(torch.randn(B, 12))
+
+
 def test_eta_adds_seeded_noise(decoder, fmri):
     plain = decoder.generate(fmri, steps=3, eta=0.0, generator=gens(0, 1, 2))
     noisy = decoder.generate(fmri, steps=3, eta=1.0, generator=gens(0, 1, 2))

@@ -150,6 +150,8 @@ def test_embedding_condition_is_the_normalised_clip_embedding_as_one_token(
     decoder = VideoDecoder.load(module.export(tmp_path / "run"))
     assert decoder.adapter.config.source == "embedding"
     torch.testing.assert_close(decoder.condition(fmri), expected)
+    # The CLIP oracle's condition: an embedding given directly, normalised the same way.
+    torch.testing.assert_close(decoder.condition_from_embedding(3 * embedding), expected)
 
 
 def test_auto_condition_takes_the_priors_own_adapter(tiny_subject, encoder_dir, tmp_path):

@@ -412,8 +412,11 @@ class EvaluationConfig:
     reconstruct_limit: int | None = param(None, ge=1)
     # score only the first N clips (None: all reconstructed)
     max_clips: int | None = param(None, ge=1)
+    # clip_oracle (stage 2 on the clips' true CLIP image embeddings) costs as much as the
+    # reconstructions again: asked for by name
     baselines: list[str] = param(
-        factory=lambda: ["mean_frame", "ridge", "oracle"], choices=("mean_frame", "ridge", "oracle")
+        factory=lambda: ["mean_frame", "ridge", "oracle"],
+        choices=("mean_frame", "ridge", "oracle", "clip_oracle"),
     )
     n_ways: list[int] = param(factory=lambda: [2, 50], ge=2)
     num_trials: int = param(100, ge=1)

@@ -94,18 +94,27 @@ def sample_clips(
     sampling: DictConfig,
     low_level: PixelRidge | None = None,
     callback: Callable[[int, int], None] | None = None,
+    embedding: torch.Tensor | None = None,
 ) -> np.ndarray:
     """uint8 clips ``[B, F, H, W, 3]`` for fMRI windows ``[B, W, V]`` of clip ``rows``.
 
     One generator per row (:func:`video_generators`); with ``low_level`` (from
     :func:`low_level_decoder`) sampling starts from its decoding of ``fmri`` at
-    ``sampling.strength`` (which must be 1 without it).
+    ``sampling.strength`` (which must be 1 without it). ``embedding`` (CLIP image embeddings
+    ``[B, D]``) conditions stage 2 in place of the encoder's prediction from ``fmri``
+    (:meth:`~neurocine.diffusion.pipeline.VideoDecoder.condition_from_embedding`, the CLIP
+    oracle); ``fmri`` then only feeds the ridge start.
     """
     init = None
     if low_level is not None:
         init = torch.from_numpy(low_level.predict(fmri.cpu().numpy()))
+    condition = None
+    if embedding is not None:
+        with torch.no_grad():
+            condition = decoder.condition_from_embedding(embedding)
     frames = decoder.generate(
-        fmri,
+        fmri if condition is None else None,
+        condition=condition,
         steps=int(sampling.steps),
         guidance_scale=float(sampling.guidance_scale),
         eta=float(sampling.eta),

@@ -31,6 +31,7 @@ HAS_PANDAS = find_spec("pandas") is not None
 RECONSTRUCTIONS = "reconstructions.h5"  # written by neurocine reconstruct
 SAMPLES_DIR = "samples"  # <run>/samples/: where the demo and sweeps reconstruct
 ORACLE = "oracle.h5"  # the oracle's samples, cached by neurocine evaluate
+CLIP_ORACLE = "clip_oracle.h5"  # the CLIP oracle's samples, cached likewise
 
 
 def read_reconstructions(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:

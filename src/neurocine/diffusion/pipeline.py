@@ -107,11 +107,17 @@ class VideoDecoder(nn.Module):
         """fMRI windows ``[B, W, V]`` → projected condition tokens ``[B, L, D]``."""
         return self.adapter.from_encoder(self.encoder(fmri))
 
+    def condition_from_embedding(self, embedding: torch.Tensor) -> torch.Tensor:
+        """CLIP image embeddings ``[B, D]`` → condition tokens ``[B, 1, D']`` in place of the
+        encoder's prediction (an ``embedding``-sourced adapter only: the CLIP oracle)."""
+        return self.adapter.from_embedding(embedding.to(self.device))
+
     @torch.no_grad()
     def generate(
         self,
-        fmri: torch.Tensor,
+        fmri: torch.Tensor | None,
         *,
+        condition: torch.Tensor | None = None,
         steps: int = 25,
         guidance_scale: float = 3.0,
         eta: float = 0.0,
@@ -124,12 +130,18 @@ class VideoDecoder(nn.Module):
     ) -> torch.Tensor:
         """Sample one clip per fMRI window: uint8 ``[B, F, H, W, 3]`` (see :func:`ddim_sample`).
 
-        ``init_frames`` (uint8 ``[B, F, H, W, 3]``, e.g. a low-level reconstruction) are encoded
-        by the codec and sampling starts from them with ``strength``. ``uint8``: how the decoded
-        floats become grey levels, ``round`` or ``truncate`` (:func:`video_to_frames`).
+        ``condition`` (``[B, L, D]``, e.g. :meth:`condition_from_embedding`) conditions the UNet
+        in place of the fMRI's encoding; give either ``fmri`` or ``condition``. ``init_frames``
+        (uint8 ``[B, F, H, W, 3]``, e.g. a low-level reconstruction) are encoded by the codec
+        and sampling starts from them with ``strength``. ``uint8``: how the decoded floats
+        become grey levels, ``round`` or ``truncate`` (:func:`video_to_frames`).
         """
-        fmri = fmri.to(self.device)
-        cond = self.condition(fmri)
+        if fmri is not None and condition is None:
+            cond = self.condition(fmri.to(self.device))
+        elif condition is not None and fmri is None:
+            cond = condition.to(self.device)
+        else:
+            raise ValueError("generate: give either fmri or a condition, not both")
         latent_shape = self.codec.latent_shape(*self.frames_shape)
         init_latents = None
         if init_frames is not None:

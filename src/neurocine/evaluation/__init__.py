@@ -10,6 +10,10 @@ a scene cut when the data have scene ids, docs/design.md §10):
 - ``ridge``: ridge regression from the fMRI window to the pixels (:mod:`baselines.pixel_ridge`).
 - ``oracle``: the same stage-2 model and seeds, conditioned on the noise-free ``fmri_clean``
   (simulated data only): the ceiling of the simulated benchmark.
+- ``clip_oracle`` (asked for by name): the same stage-2 model and seeds, conditioned on each
+  clip's true CLIP image embedding (``/<split>/clip_image``, stage 1's target) in place of the
+  encoder's prediction: stage 2's ceiling given a perfect stage 1, on any embedded data. Only
+  for a decoder whose condition adapter takes a CLIP embedding (the shipped tiny prior's).
 
 Both baselines learn from the DataModule's ``train`` samples (the runs the model trained on).
 Metrics per row: SSIM (``evaluation.ssim``: MinD-Video's per-frame scikit-image call by
@@ -27,19 +31,25 @@ Where things are: ``evaluate_run(path)`` accepts a stage-2 run directory whose r
 are in ``<run>/samples/`` (``neurocine reconstruct --run RUN --out RUN/samples``, what the demo
 does), or the reconstruction folder itself (its ``reconstructions.h5`` names the run). It
 writes ``metrics.json`` and ``metrics.md`` (the markdown table) into the run directory, or into
-``out_dir``. The oracle's samples are cached as ``oracle.h5`` beside the reconstructions.
+``out_dir``. The oracles' samples are cached as ``oracle.h5`` and ``clip_oracle.h5`` beside the
+reconstructions.
 
-Modules: :mod:`~neurocine.evaluation.inputs` (finding the reconstructions),
+Modules: :mod:`~neurocine.evaluation.inputs` (finding the reconstructions, the paired clips),
 :mod:`~neurocine.evaluation.scoring` (the metrics of one row),
 :mod:`~neurocine.evaluation.statistics` (paired differences and their standard errors),
 :mod:`~neurocine.evaluation.report` (the table, ``metrics.json``/``metrics.md``),
-:mod:`~neurocine.evaluation.baselines` (the baselines' and the oracle's predictions) and
+:mod:`~neurocine.evaluation.baselines` (the baselines' and the oracles' predictions) and
 :mod:`~neurocine.evaluation.run` (:func:`evaluate_run`, which puts them together).
 """
 
 from neurocine.analysis.runs import SAMPLES_DIR
-from neurocine.evaluation.baselines import BASELINES, baseline_predictions, oracle_samples
-from neurocine.evaluation.inputs import RunSamples, find_reconstructions
+from neurocine.evaluation.baselines import (
+    BASELINES,
+    baseline_predictions,
+    clip_oracle_samples,
+    oracle_samples,
+)
+from neurocine.evaluation.inputs import PairedClips, RunSamples, find_reconstructions
 from neurocine.evaluation.report import (
     LABELS,
     METRICS_JSON,
@@ -50,7 +60,7 @@ from neurocine.evaluation.report import (
     paired_note,
     write_report,
 )
-from neurocine.evaluation.run import Evaluation, PairedClips, evaluate_run
+from neurocine.evaluation.run import Evaluation, evaluate_run
 from neurocine.evaluation.scoring import Scorer
 from neurocine.evaluation.statistics import paired_differences
 
@@ -65,6 +75,7 @@ __all__ = [
     "RunSamples",
     "Scorer",
     "baseline_predictions",
+    "clip_oracle_samples",
     "evaluate_run",
     "find_reconstructions",
     "flat_metrics",

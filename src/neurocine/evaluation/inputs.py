@@ -1,4 +1,5 @@
-"""Finding what to evaluate: a run's reconstructions and the run they came from."""
+"""Finding what to evaluate: a run's reconstructions, the run they came from, and the clips
+paired with their ground truth."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
+import numpy as np
 from omegaconf import OmegaConf
 
 from neurocine.analysis.runs import RECONSTRUCTIONS, SAMPLES_DIR
@@ -19,6 +21,21 @@ class RunSamples:
     run_dir: Path
     samples_dir: Path
     h5_path: Path
+
+
+@dataclass
+class PairedClips:
+    """The reconstructed clips with their ground truth and fMRI, in the reconstructions' order."""
+
+    split: str
+    pred: np.ndarray  # uint8 [N, F, H, W, 3]
+    rows: np.ndarray  # int64 [N]: clip rows in the split's HDF5 group
+    truth: np.ndarray  # uint8 [N, F, H, W, 3]
+    fmri: np.ndarray  # [N, W, V]
+    fmri_clean: np.ndarray | None  # [N, W, V] when the oracle is asked for and the data have it
+    clip_image: np.ndarray | None  # [N, D]: the clips' CLIP image embeddings, when embedded
+    keep: np.ndarray  # bool [N]: the clips scored (those spanning a scene cut are left out)
+    scenes: list[str] | None  # scene id of each kept clip, when the data have scene ids
 
 
 def find_reconstructions(path: str | Path) -> RunSamples:

@@ -18,6 +18,7 @@ LABELS = {
     "mean_frame": "mean training frame",
     "ridge": "ridge fMRI → pixels",
     "oracle": "oracle (fmri_clean)",
+    "clip_oracle": "CLIP oracle (true image embedding)",
     GROUND_TRUTH: "ground truth (CLIP-pcc only)",
 }
 

@@ -20,7 +20,7 @@ from neurocine.data.datamodule import FMRIVideoDataModule
 from neurocine.data.schema import read_strings
 from neurocine.errors import ConfigError, DataError
 from neurocine.evaluation.baselines import evaluation_baselines
-from neurocine.evaluation.inputs import RunSamples, find_reconstructions
+from neurocine.evaluation.inputs import PairedClips, RunSamples, find_reconstructions
 from neurocine.evaluation.report import GROUND_TRUTH, LABELS, write_report
 from neurocine.evaluation.scoring import Scorer, scoring_clip
 from neurocine.evaluation.statistics import paired_differences
@@ -37,20 +37,6 @@ class Evaluation:
     json_path: Path
     md_path: Path
     table: str
-
-
-@dataclass
-class PairedClips:
-    """The reconstructed clips with their ground truth and fMRI, in the reconstructions' order."""
-
-    split: str
-    pred: np.ndarray  # uint8 [N, F, H, W, 3]
-    rows: np.ndarray  # int64 [N]: clip rows in the split's HDF5 group
-    truth: np.ndarray  # uint8 [N, F, H, W, 3]
-    fmri: np.ndarray  # [N, W, V]
-    fmri_clean: np.ndarray | None  # [N, W, V] when the oracle is asked for and the data have it
-    keep: np.ndarray  # bool [N]: the clips scored (those spanning a scene cut are left out)
-    scenes: list[str] | None  # scene id of each kept clip, when the data have scene ids
 
 
 def load_inputs(
@@ -128,7 +114,10 @@ def pair_with_truth(
     if not keep.any():
         raise DataError(f"{samples.h5_path}: every reconstructed clip spans a scene cut")
     clean = batch["fmri_clean"].numpy() if read_clean else None
-    clips = PairedClips(split, pred, rows, truth, batch["fmri"].numpy(), clean, keep, clip_scenes)
+    clip_image = batch["clip_image"].numpy() if "clip_image" in batch else None
+    clips = PairedClips(
+        split, pred, rows, truth, batch["fmri"].numpy(), clean, clip_image, keep, clip_scenes
+    )
     return clips, datamodule
 
 
@@ -203,12 +192,7 @@ def evaluate_run(
     clips, datamodule = pair_with_truth(samples, cfg, pred, rows, attrs)
     notes: list[str] = []
     predictions = {"neurocine": clips.pred}
-    predictions.update(
-        evaluation_baselines(
-            samples, cfg, datamodule, clips.fmri, clips.truth.shape[1], clips.fmri_clean,
-            clips.rows, progress, notes,
-        )
-    )  # fmt: skip
+    predictions.update(evaluation_baselines(samples, cfg, datamodule, clips, progress, notes))
     scores = score_rows(cfg, clips, predictions, progress, notes)
     per_clip = scores.pop("per_clip")
     k_true = int(cfg.evaluation.k_true)

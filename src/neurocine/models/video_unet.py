@@ -201,8 +201,21 @@ class ConditionAdapter(ModelMixin, ConfigMixin):
     def from_encoder(self, output: Any) -> torch.Tensor:
         """An :class:`~neurocine.models.fmri_encoder.FMRIEncoderOutput` → the UNet's condition."""
         if self.config.source == "embedding":
-            return self(F.normalize(output.embedding, dim=-1)[:, None, :])
+            return self.from_embedding(output.embedding)
         return self(output.tokens)
+
+    def from_embedding(self, embedding: torch.Tensor) -> torch.Tensor:
+        """CLIP-space embeddings ``[B, in_dim]`` → the UNet's condition ``[B, 1, D]``.
+
+        L2-normalised like CLIP's, as the encoder's are; an ``embedding``-sourced adapter only
+        (ConfigError otherwise). The CLIP oracle feeds it the clips' true image embeddings.
+        """
+        if self.config.source != "embedding":
+            raise ConfigError(
+                f"a '{self.config.source}' condition adapter takes the encoder's tokens, "
+                "not a CLIP embedding"
+            )
+        return self(F.normalize(embedding, dim=-1)[:, None, :])
 
     def null(self, batch: int) -> torch.Tensor:
         """The unconditional condition ``[batch, L, cross_attention_dim]``."""
