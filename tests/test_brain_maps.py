@@ -419,3 +419,23 @@ def test_bench_keeps_the_demo_stage1_unless_validation_says_otherwise(
     _, notes = report(data)
     assert f"Chosen: {chosen} with occlusion" in notes
     assert ("it reaches the target" in notes) == (chosen == "wd")
+
+
+def test_bench_notes_give_the_pattern_alternatives_and_the_untrained_control():
+    from bench.brain_maps import DEFAULT_PATTERN, PATTERN_VARIANTS, report
+
+    records = _records((0.07, 0.08), (0.62, 0.64))
+    for record, (trained, untrained) in zip(records, ((0.94, 0.72), (0.95, 0.70)), strict=True):
+        record["val_auc"]["activation_pattern"] = record["auc"]["activation_pattern"] = trained
+        record["seconds"]["activation_pattern"] = 0.3
+        record["pattern_val_auc"] = {name: 0.5 for name in PATTERN_VARIANTS}
+        record["pattern_val_auc"][DEFAULT_PATTERN] = trained
+        record["untrained_pattern_val_auc"] = untrained
+    _, notes = report({"variants": {"demo stage 1": records}})
+    assert "Chosen: demo stage 1 with activation_pattern" in notes
+    assert "it reaches the target of 0.8" in notes
+    assert f"| {DEFAULT_PATTERN} | 0.945 ± 0.005 |" in notes
+    assert f"Highest: {DEFAULT_PATTERN} (the default)" in notes
+    assert "reaches 0.710 ± 0.010 against the trained encoder's 0.945 ± 0.005" in notes
+    assert "training adds the rest" in notes
+    assert "weight decays 0.3, 1.0 and 3.0 within noise" in notes  # the earlier finding kept
