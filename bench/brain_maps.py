@@ -120,6 +120,9 @@ def one_seed(data: Path, seed: int, workdir: Path, overrides: list[str]) -> dict
         "val_auc": {m: signal_auc(v, signal) for m, v in val_maps.items()},
         "pattern_val_auc": pattern_val_auc,
         "untrained_pattern_val_auc": signal_auc(activation_pattern(untrained, val.fmri), signal),
+        "untrained_pattern_auc": signal_auc(
+            activation_pattern(untrained, run_inputs(run, "test").fmri), signal
+        ),
         "seconds": result.seconds,
         "brain_map_s": brain_map_s,
         "train_s": train_s,
@@ -255,7 +258,7 @@ def report(data: dict) -> tuple[str, str]:
             f"test AUC {_pm(demo['test_auc'])}."
         )
     if not any(k.startswith("stage1.weight_decay") for k in data["variants"]):
-        notes += " " + EARLIER_WEIGHT_DECAY
+        notes = notes.rstrip() + " " + EARLIER_WEIGHT_DECAY
     return table, notes + _pattern_notes(data["variants"]["demo stage 1"])
 
 
@@ -270,6 +273,8 @@ def _pattern_notes(records: list[dict]) -> str:
     best = max(rows, key=lambda row: float(row[1].split()[0]))[0]
     untrained = mean_se([r["untrained_pattern_val_auc"] for r in records])
     trained = mean_se([r["val_auc"]["activation_pattern"] for r in records])
+    untrained_test = mean_se([r["untrained_pattern_auc"] for r in records])
+    trained_test = mean_se([r["auc"]["activation_pattern"] for r in records])
     return (
         "\n\nThe activation pattern's alternatives on the demo stage 1, validation AUC (mean ± SE "
         "over seeds; the value of a voxel in a window: the mean of its TRs or one TR; "
@@ -289,14 +294,16 @@ def _pattern_notes(records: list[dict]) -> str:
             "little of its variance over a few hundred windows included. "
         )
         + "Control: the same pattern of an untrained encoder (same architecture, random "
-        f"initial weights seeded like the run) reaches {_pm(untrained)} against the trained "
-        f"encoder's {_pm(trained)}: signal voxels share the stimulus, so any projection of the "
+        f"initial weights seeded like the run) reaches {_pm(untrained)} on validation and "
+        f"{_pm(untrained_test)} on test, against the trained encoder's {_pm(trained)} and "
+        f"{_pm(trained_test)}: signal voxels share the stimulus, so any projection of the "
         "data covaries more with them than with noise voxels"
         + (
-            "; training adds the rest."
+            "; on validation, training adds the rest."
             if trained[0] - untrained[0] > np.hypot(trained[1], untrained[1])
-            else ", and training adds nothing beyond one SE."
+            else "; on validation, training adds nothing beyond one SE."
         )
+        + " The pattern says where the encoded signal is, not which voxels the encoder needs."
     )
 
 
