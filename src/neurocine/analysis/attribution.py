@@ -208,7 +208,9 @@ def activation_pattern(
     covariance of each input with the decoder's output over the samples, ``A = Cov(x, z)``
     ``[V, D]``, times ``Cov(z)⁻¹`` for several outputs. For a nonlinear encoder the same
     reading applies to its outputs ``z = f(x)``, the embedding ``[N, D]`` of the windows. A
-    voxel's importance is the norm of its row, ``‖A_v‖₂``; it is never negative.
+    voxel's importance is the norm of its row, ``‖A_v‖₂``; it is never negative. It shows where
+    the encoder's output covaries with the data, not which voxels its score needs: voxels that
+    share a signal covary with any projection of the data, an untrained encoder's included.
 
     Parameters
     ----------
@@ -221,9 +223,9 @@ def activation_pattern(
         ``correlation`` scales every voxel and embedding dimension to unit variance first.
     whiten : bool, default=False
         Multiply by the pseudo-inverse of ``Cov(z)`` (Haufe's pattern for several outputs).
-        Off by default: it raises the embedding's directions of least variance, which on a
-        64-dimensional embedding of a few hundred windows are mostly estimation noise
-        (the validation choice in docs/design.md's section on brain maps).
+        Off by default: it lifts the embedding's directions of least variance, which on a
+        64-dimensional embedding of a few hundred windows are most of them, to the weight of
+        the others (the validation choice, docs/design.md §12).
     batch_size : int, default=256
     """
     n, window, _ = fmri.shape
