@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import h5py
 import nibabel as nib
@@ -18,6 +19,7 @@ from omegaconf import OmegaConf
 from neurocine.analysis import brain_maps
 from neurocine.analysis.attribution import (
     ContrastiveScore,
+    activation_pattern,
     occlusion,
     signal_auc,
     spatial_patches,
@@ -134,12 +136,16 @@ def maps(trained_run):
     return values, inputs
 
 
-@pytest.mark.parametrize("method", ["occlusion", "gradient", "integrated_gradients"])
-def test_maps_rank_signal_voxels_above_noise_voxels(maps, method):
+@pytest.mark.parametrize(
+    ("method", "at_least"),
+    [("occlusion", 0.65), ("gradient", 0.65), ("integrated_gradients", 0.65),
+     ("activation_pattern", 0.9)],  # measured: 0.80, 0.78, 0.86, 0.98
+)  # fmt: skip
+def test_maps_rank_signal_voxels_above_noise_voxels(maps, method, at_least):
     values, inputs = maps
     auc = signal_auc(values[method], inputs.voxels.signal)
     print(method, "AUC", round(auc, 3))
-    assert auc > 0.65
+    assert auc > at_least
 
 
 def test_occlusion_of_a_patch_is_its_mean_score_drop(maps):
@@ -157,6 +163,86 @@ def test_occlusion_of_a_patch_is_its_mean_score_drop(maps):
     tokens = occlusion(enc, x, score)  # default: the encoder's tokens
     size = enc.config.patch_size
     assert np.unique(tokens[size : 2 * size]).size == 1
+
+
+class LinearDecoder(torch.nn.Module):
+    """A linear decoder with the encoder's interface: ``z = weight · mean of the window's TRs``."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = weight
+
+    def forward(self, fmri: torch.Tensor) -> SimpleNamespace:
+        return SimpleNamespace(embedding=fmri.mean(dim=1) @ self.weight.T)
+
+
+def haufe_example(n: int = 4000) -> tuple[torch.Tensor, LinearDecoder]:
+    """Haufe et al. (2014)'s example: voxels 0, 1 carry signals ``s0, s1`` plus a distractor
+    ``d`` that voxel 2 carries alone; the decoder recovers ``s`` as ``x0 − x2, x1 − x2``.
+    Voxels 3–5 are noise the decoder ignores. Windows of 2 identical TRs, ``[n, 2, 6]``."""
+    rng = np.random.default_rng(0)
+    s, d, noise = (
+        rng.standard_normal((n, 2)),
+        rng.standard_normal((n, 1)),
+        rng.standard_normal((n, 3)),
+    )
+    x = np.concatenate([s + d, d, noise], axis=1)
+    fmri = torch.tensor(x, dtype=torch.float32)[:, None].repeat(1, 2, 1)
+    weight = torch.tensor([[1.0, 0, -1, 0, 0, 0], [0, 1, -1, 0, 0, 0]])
+    return fmri, LinearDecoder(weight)
+
+
+@pytest.mark.parametrize("whiten", [False, True])
+def test_pattern_marks_the_signal_voxels_where_the_filter_marks_the_distractor(whiten):
+    fmri, decoder = haufe_example()
+    # The filter: the gradient of each output, mean over windows, norm over outputs.
+    x = fmri.clone().requires_grad_(True)
+    z = decoder(x).embedding
+    grads = [torch.autograd.grad(z[:, k].sum(), x, retain_graph=True)[0] for k in range(2)]
+    gradient = torch.stack([g.sum(dim=1).mean(dim=0) for g in grads]).norm(dim=0).numpy()
+    assert gradient[2] > gradient[0] > 0 and np.all(gradient[3:] == 0)  # the distractor most
+    pattern = activation_pattern(decoder, fmri, whiten=whiten)
+    np.testing.assert_allclose(pattern[:2], 1.0, atol=0.06)  # Cov(s_k + d, s_k) = 1
+    assert np.all(pattern[2:] < 0.06)  # Cov(d, s) = 0, and noise
+
+
+def test_pattern_is_the_norm_of_each_voxels_covariance_with_the_embedding(maps):
+    _, inputs = maps
+    enc, x = inputs.encoder.eval(), inputs.fmri
+    with torch.no_grad():
+        z = enc(x.float()).embedding.double().numpy()
+    v = x.shape[-1]
+    for tr, values in ((None, x.mean(dim=1)), (-1, x[:, -1])):
+        voxels = values.double().numpy()
+        cov = np.cov(voxels.T, z.T)[:v, v:]
+        corr = np.corrcoef(voxels.T, z.T)[:v, v:]
+        whitened = cov @ np.linalg.pinv(np.cov(z.T))
+        for options, expected in (
+            ({}, cov),
+            ({"statistic": "correlation"}, corr),
+            ({"whiten": True}, whitened),
+        ):
+            np.testing.assert_allclose(
+                activation_pattern(enc, x, tr=tr, batch_size=5, **options),
+                np.linalg.norm(expected, axis=1),
+                rtol=1e-3,
+                err_msg=f"tr={tr}, {options}",
+            )
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"tr": 2}, "tr=2 outside the window of 2 TRs"),
+        ({"statistic": "mutual_information"}, "statistic 'mutual_information'"),
+        ({"windows": 1}, "at least 2 windows, got 1"),
+    ],
+)
+def test_pattern_bad_options_are_config_errors(maps, options, message):
+    _, inputs = maps
+    fmri = inputs.fmri[: options.pop("windows", None)]
+    with pytest.raises(ConfigError, match=message):
+        activation_pattern(inputs.encoder, fmri, **options)
 
 
 def test_score_needs_a_weighted_target():
@@ -333,3 +419,25 @@ def test_bench_keeps_the_demo_stage1_unless_validation_says_otherwise(
     _, notes = report(data)
     assert f"Chosen: {chosen} with occlusion" in notes
     assert ("it reaches the target" in notes) == (chosen == "wd")
+
+
+def test_bench_notes_give_the_pattern_alternatives_and_the_untrained_control():
+    from bench.brain_maps import DEFAULT_PATTERN, PATTERN_VARIANTS, report
+
+    records = _records((0.07, 0.08), (0.62, 0.64))
+    for record, (trained, untrained) in zip(records, ((0.94, 0.72), (0.95, 0.70)), strict=True):
+        record["val_auc"]["activation_pattern"] = record["auc"]["activation_pattern"] = trained
+        record["seconds"]["activation_pattern"] = 0.3
+        record["pattern_val_auc"] = {name: 0.5 for name in PATTERN_VARIANTS}
+        record["pattern_val_auc"][DEFAULT_PATTERN] = trained
+        record["untrained_pattern_val_auc"] = untrained
+        record["untrained_pattern_auc"] = 0.9
+    _, notes = report({"variants": {"demo stage 1": records}})
+    assert "Chosen: demo stage 1 with activation_pattern" in notes
+    assert "it reaches the target of 0.8" in notes
+    assert f"| {DEFAULT_PATTERN} | 0.945 ± 0.005 |" in notes
+    assert f"Highest: {DEFAULT_PATTERN} (the default)" in notes
+    assert "reaches 0.710 ± 0.010 on validation and 0.900 ± 0.000 on test" in notes
+    assert "raises it by 0.235 ± 0.015 and 0.045 ± 0.005" in notes
+    assert "has 47% of the trained one's AUC above chance on validation and 90% on test" in notes
+    assert "weight decays 0.3, 1.0 and 3.0 within noise" in notes  # the earlier finding kept

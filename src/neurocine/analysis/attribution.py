@@ -21,6 +21,9 @@ no temperature and is a sum over windows, so it can be batched freely. Maps are 
   Patches are cubes of the MNI grid (:func:`spatial_patches`, 10 mm: neighbouring voxels
   share signal, so a patch holds one kind of voxel far more often than the encoder's tokens of
   consecutive voxels do), or the tokens when the voxels have no coordinates.
+- ``activation_pattern``: Haufe et al. (2014): not an attribution of the score but the
+  forward model of the encoder's output, the norm of each voxel's covariance with the
+  embedding over the windows (:func:`activation_pattern`); unsigned, and needs no targets.
 
 Every function takes the encoder and tensors and returns a numpy array; nothing here reads
 files.
@@ -36,7 +39,8 @@ import torch.nn.functional as F
 
 from neurocine.errors import ConfigError
 
-METHODS = ("attention", "gradient", "integrated_gradients", "occlusion")
+METHODS = ("attention", "gradient", "integrated_gradients", "occlusion", "activation_pattern")
+PATTERN_STATISTICS = ("covariance", "correlation")
 
 
 class ContrastiveScore:
@@ -186,6 +190,66 @@ def occlusion(
     return drops[inverse] / n
 
 
+@torch.no_grad()
+def activation_pattern(
+    encoder,
+    fmri: torch.Tensor,
+    tr: int | None = None,
+    statistic: str = "covariance",
+    whiten: bool = False,
+    batch_size: int = 256,
+) -> np.ndarray:
+    """The activation pattern of the encoder's embedding, one value per voxel, ``[V]``.
+
+    Haufe et al. (2014), "On the interpretation of weight vectors of linear models in
+    multivariate neuroimaging", NeuroImage 87:96–110: a decoder's weights or gradients (its
+    *filters*) also weight voxels that carry only noise, to cancel noise they share with
+    signal voxels, so they do not say where the decoded signal is. The forward model does: the
+    covariance of each input with the decoder's output over the samples, ``A = Cov(x, z)``
+    ``[V, D]``, times ``Cov(z)⁻¹`` for several outputs. For a nonlinear encoder the same
+    reading applies to its outputs ``z = f(x)``, the embedding ``[N, D]`` of the windows. A
+    voxel's importance is the norm of its row, ``‖A_v‖₂``; it is never negative. It shows where
+    the encoder's output covaries with the data, not which voxels its score needs: voxels that
+    share a signal covary with any projection of the data, an untrained encoder's included.
+
+    Parameters
+    ----------
+    encoder : FMRIEncoder
+    fmri : Tensor of shape (N, W, V)
+        The windows, ``N ≥ 2``.
+    tr : int or None, default=None
+        The TR of the window a voxel's value is read from; None: the mean of the window's TRs.
+    statistic : {"covariance", "correlation"}, default="covariance"
+        ``correlation`` scales every voxel and embedding dimension to unit variance first.
+    whiten : bool, default=False
+        Multiply by the pseudo-inverse of ``Cov(z)`` (Haufe's pattern for several outputs).
+        Off by default: it lifts the embedding's directions of least variance, which on a
+        64-dimensional embedding of a few hundred windows are most of them, to the weight of
+        the others (the validation choice, docs/design.md §12).
+    batch_size : int, default=256
+    """
+    n, window, _ = fmri.shape
+    if n < 2:
+        raise ConfigError(f"activation pattern: needs at least 2 windows, got {n}")
+    if tr is not None and not -window <= tr < window:
+        raise ConfigError(f"activation pattern: tr={tr} outside the window of {window} TRs")
+    if statistic not in PATTERN_STATISTICS:
+        raise ConfigError(
+            f"activation pattern: statistic '{statistic}': expected one of "
+            f"{', '.join(PATTERN_STATISTICS)}"
+        )
+    encoder.eval()
+    z = torch.cat([encoder(fmri[rows].float()).embedding for rows in _batches(n, batch_size)])
+    x = (fmri.mean(dim=1) if tr is None else fmri[:, tr]).double()
+    x, z = x - x.mean(0), z.double() - z.double().mean(0)
+    if statistic == "correlation":
+        x, z = (t / t.std(0).clamp_min(1e-12) for t in (x, z))  # constant columns stay 0
+    pattern = x.T @ z / (n - 1)
+    if whiten:
+        pattern = pattern @ torch.linalg.pinv(z.T @ z / (n - 1), hermitian=True)
+    return pattern.norm(dim=1).numpy()
+
+
 def spatial_patches(coords: np.ndarray, size_mm: float = 10.0) -> np.ndarray | None:
     """Patch id ``[V]`` of each voxel: the ``size_mm`` cube of the MNI grid it falls in.
 
@@ -208,7 +272,10 @@ def importance(
     score: ContrastiveScore,
     **options,
 ) -> np.ndarray:
-    """The ``[V]`` map of ``method`` (one of :data:`METHODS`); ``options`` go to its function."""
+    """The ``[V]`` map of ``method`` (one of :data:`METHODS`); ``options`` go to its function.
+
+    ``activation_pattern`` does not use ``score``.
+    """
     if method == "attention":
         return received_attention(encoder, fmri, **options)
     if method == "gradient":
@@ -217,6 +284,8 @@ def importance(
         return integrated_gradients(encoder, fmri, score, **options)
     if method == "occlusion":
         return occlusion(encoder, fmri, score, **options)
+    if method == "activation_pattern":
+        return activation_pattern(encoder, fmri, **options)
     raise ConfigError(f"attribution method '{method}': expected one of {', '.join(METHODS)}")
 
 

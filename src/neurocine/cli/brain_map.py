@@ -31,7 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "brain-map",
         help="per-voxel importance maps of a run's fMRI encoder (NIfTI, CIFTI, surfaces, table)",
         description="Attribute a stage-1 (or stage-2) run's contrastive score to voxels with "
-        f"each method ({', '.join(METHODS)}) on the test windows, and write per method: the map "
+        f"each method ({', '.join(METHODS)}) on the test windows (activation_pattern: each "
+        "voxel's covariance with the encoder's embedding, Haufe et al. 2014), and write per "
+        "method: the map "
         "(map.npy), a region table (regions.md), fs_LR 32k surface views (surface.png, "
         "surface.html), a NIfTI image and slice / glass-brain PNGs for volume data, a CIFTI "
         "dscalar for HCP grayordinates; summary.json holds timings and, for simulated data, "
