@@ -34,6 +34,7 @@ QUALITY = {
     "pretrained_quality",
     "sampling_start",
     "stage2_finetune",
+    "stage2_levers",
     "shipped_sweeps",
     "sweep_workers",
 }
