@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from bench.common import markdown_table, write_result
@@ -58,6 +59,15 @@ def train_variant(data: Path, encoder: Path, out: Path, overrides: list[str]) ->
     return (out / "stage2" / "latest").resolve()
 
 
+def variant_names(text: str, known: Iterable[str]) -> list[str]:
+    """The comma-separated ``--variants`` keys; exits naming any that are not ``known``."""
+    names = [n for n in text.split(",") if n]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SystemExit(f"--variants: unknown {unknown}; known: {list(known)}")
+    return names
+
+
 def gap(result: dict, reference: dict, scenes: list) -> dict:
     """``result`` minus ``reference`` on :data:`PAIRED`, clip by clip, clustered by scene."""
     per_clip = {"neurocine": result["per_clip"]["neurocine"], "ref": reference}
@@ -70,10 +80,7 @@ def main() -> int:
     parser.add_argument("--test-runs", type=int, default=8, help="runs of the selection split")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated keys")
     args = parser.parse_args()
-    names = [n for n in args.variants.split(",") if n]
-    unknown = [n for n in names if n not in VARIANTS]
-    if unknown:
-        raise SystemExit(f"--variants: unknown {unknown}; known: {list(VARIANTS)}")
+    names = variant_names(args.variants, VARIANTS)
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="stage2_finetune_") as tmp:
         tmp = Path(tmp)

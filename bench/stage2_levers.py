@@ -33,7 +33,7 @@ from pathlib import Path
 
 from bench.common import markdown_table, write_result
 from bench.demo_robustness import demo_run, larger_test_split, run
-from bench.stage2_finetune import METRICS, PAIRED, gap, train_variant
+from bench.stage2_finetune import METRICS, PAIRED, gap, train_variant, variant_names
 
 REFERENCE = "recipe"
 # name → (stage-1 training overrides or None: the demo's encoder; stage-2 training overrides
@@ -106,10 +106,9 @@ def main() -> int:
     parser.add_argument("--test-runs", type=int, default=8, help="runs of the selection split")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated keys")
     args = parser.parse_args()
-    names = [n for n in args.variants.split(",") if n]
-    unknown = [n for n in names if n not in VARIANTS]
-    if unknown or REFERENCE not in names:
-        raise SystemExit(f"--variants: needs '{REFERENCE}', known: {list(VARIANTS)}")
+    names = variant_names(args.variants, VARIANTS)
+    if REFERENCE not in names:
+        raise SystemExit(f"--variants: needs '{REFERENCE}'")
     names = [REFERENCE, *(n for n in names if n != REFERENCE)]
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="stage2_levers_") as tmp:
