@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import h5py
 import numpy as np
@@ -511,7 +512,7 @@ def conditions_sampled(monkeypatch) -> list[torch.Tensor]:
 def test_clip_oracle_conditions_stage2_on_the_true_clip_embeddings(
     embedding_run, subject, tmp_path, monkeypatch
 ):
-    from neurocine.analysis.runs import read_reconstructions
+    from neurocine.analysis.runs import comparison_rows, load_run, read_reconstructions
     from neurocine.diffusion.pipeline import VideoDecoder
 
     folder = tmp_path / "samples"
@@ -538,6 +539,15 @@ def test_clip_oracle_conditions_stage2_on_the_true_clip_embeddings(
     recon, _, _ = read_reconstructions(folder / "reconstructions.h5")
     assert list(index) == list(range(6)) and attrs["seed"] == 0 and attrs["steps"] == 2
     assert not np.array_equal(oracle, recon)  # same seeds, another condition
+    # The run view (notebooks, the demo's still grid) shows the CLIP oracle beside NeuroCine.
+    view = tmp_path / "run"
+    view.mkdir()
+    shutil.copy(embedding_run / "config.yaml", view / "config.yaml")
+    (view / "samples").symlink_to(folder)
+    shown = load_run(view).reconstructions()
+    assert shown is not None and shown.oracle is None
+    np.testing.assert_array_equal(shown.clip_oracle, oracle)
+    assert comparison_rows(shown, n=3)[1] == ["ground truth", "NeuroCine", "CLIP oracle"]
     # Cached: re-evaluating samples nothing and scores the same videos.
     seen.clear()
     again = evaluate_run(folder, overrides, out_dir=tmp_path / "again", progress=False).result

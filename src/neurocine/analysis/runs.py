@@ -172,15 +172,16 @@ def curves(
 
 @dataclass
 class Reconstructions:
-    """A run's reconstructions with their ground truth (and the oracle's, when evaluated)."""
+    """A run's reconstructions with their ground truth (and the oracles', when evaluated)."""
 
     frames: np.ndarray  # uint8 [N, F, H, W, 3]
     truth: np.ndarray  # uint8 [N, F, H, W, 3]
     index: np.ndarray  # int64 [N] clip rows in the split's HDF5 group
     split: str
     fps: float
-    oracle: np.ndarray | None = None
+    oracle: np.ndarray | None = None  # stage 2 on the noise-free fMRI
     videos: list[Path] | None = None  # mp4/gif per clip, when written
+    clip_oracle: np.ndarray | None = None  # stage 2 on the true CLIP image embeddings
 
 
 # config keys holding paths that a run records relative to the project root
@@ -292,15 +293,19 @@ class Run:
             sorted_truth = f[f"{group}/frames"][index[order]]
         truth = np.empty_like(sorted_truth)
         truth[order] = sorted_truth
-        oracle = None
-        if (self.samples_dir / ORACLE).is_file():
-            o_frames, o_index, _ = read_reconstructions(self.samples_dir / ORACLE)
-            if np.array_equal(o_index, index):  # the oracle of these very clips
-                oracle = o_frames
         videos = sorted((self.samples_dir / "videos").glob("*.gif")) or None
         return Reconstructions(
-            frames, truth, index, split, float(attrs.get("fps", 1.0)), oracle, videos
-        )
+            frames, truth, index, split, float(attrs.get("fps", 1.0)),
+            self._oracle(ORACLE, index), videos, self._oracle(CLIP_ORACLE, index),
+        )  # fmt: skip
+
+    def _oracle(self, name: str, index: np.ndarray) -> np.ndarray | None:
+        """The cached oracle samples ``name`` when ``neurocine evaluate`` made them for these
+        very clips (None otherwise)."""
+        if not (self.samples_dir / name).is_file():
+            return None
+        frames, oracle_index, _ = read_reconstructions(self.samples_dir / name)
+        return frames if np.array_equal(oracle_index, index) else None
 
 
 def load_run(path: str | Path) -> Run:
@@ -314,7 +319,7 @@ def latest_run(runs_dir: str | Path, name: str) -> Run:
 
 
 def comparison_rows(recon: Reconstructions, n: int = 8) -> tuple[list[np.ndarray], list[str]]:
-    """``n`` evenly spaced clips of ground truth, reconstruction (and oracle), with row names.
+    """``n`` evenly spaced clips of ground truth, reconstruction (and the oracles), with row names.
 
     Neighbouring test clips often show the same scene, so the clips are spread over all the
     reconstructed ones rather than taken from the start.
@@ -322,9 +327,10 @@ def comparison_rows(recon: Reconstructions, n: int = 8) -> tuple[list[np.ndarray
     count = len(recon.frames)
     pick = np.unique(np.round(np.linspace(0, count - 1, min(n, count))).astype(int))
     rows, names = [recon.truth[pick], recon.frames[pick]], ["ground truth", "NeuroCine"]
-    if recon.oracle is not None:
-        rows.append(recon.oracle[pick])
-        names.append("oracle")
+    for frames, name in ((recon.oracle, "oracle"), (recon.clip_oracle, "CLIP oracle")):
+        if frames is not None:
+            rows.append(frames[pick])
+            names.append(name)
     return rows, names
 
 
