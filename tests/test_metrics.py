@@ -387,6 +387,28 @@ def test_retrieval_top_k_counts_ranks():
     assert M.retrieval_top_k(q, keys, k=4) == 1.0
 
 
+def test_n_way_retrieval_per_query_is_each_querys_win_rate():
+    gen = torch.Generator().manual_seed(12)
+    n, n_way = 60, 10
+    keys = torch.randn(n, 8, generator=gen)
+    q = keys + 1.5 * torch.randn(n, 8, generator=gen)
+    per_query = M.n_way_retrieval_per_query(
+        q, keys, n_way=n_way, num_trials=4000, generator=torch.Generator().manual_seed(0)
+    )
+    assert per_query.shape == (n,)
+    mean = M.n_way_retrieval(
+        q, keys, n_way=n_way, num_trials=4000, generator=torch.Generator().manual_seed(0)
+    )
+    assert per_query.mean() == pytest.approx(mean)  # same draws, same figure
+    # a query wins when none of its n_way - 1 distractors (drawn without replacement from the
+    # n - 1 other keys) outranks the match: hypergeometric, 0 beaters drawn
+    sims = torch.nn.functional.normalize(q, dim=1) @ torch.nn.functional.normalize(keys, dim=1).T
+    beaters = ((sims >= sims.diag()[:, None]).sum(1) - 1).numpy()
+    exact = hypergeom.pmf(0, n - 1, beaters, n_way - 1)
+    assert 0.05 < exact.mean() < 0.95  # a mix of easy and hard queries
+    assert np.abs(per_query - exact).max() < 0.04
+
+
 def test_n_way_retrieval_rejects_too_few_samples():
     with pytest.raises(DataError, match="at least 50"):
         M.n_way_retrieval(torch.randn(N, D), torch.randn(N, D))

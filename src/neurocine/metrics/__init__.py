@@ -6,8 +6,9 @@ Semantic level: ``n_way_top_k`` on a classifier's output (``frame_based_n_way`` 
 classifier per frame, ``video_based_n_way`` with a video classifier per clip; ``*_per_video``
 for each clip's score; ``k_true=3`` is MinD-Video's protocol, ``k_true=1`` the strict one),
 ``clip_similarity``. Temporal: ``clip_pcc`` (cosine of frame embeddings).
-Embedding retrieval: ``retrieval_top_k``, ``n_way_retrieval`` and their torchmetrics classes
-``RetrievalTopK``, ``NWayRetrieval`` (stage 1). ``scene_mask`` selects the clips to score.
+Embedding retrieval: ``retrieval_top_k``, ``n_way_retrieval`` (``*_per_query`` for each query's
+score) and their torchmetrics classes ``RetrievalTopK``, ``NWayRetrieval`` (stage 1).
+``scene_mask`` selects the clips to score.
 """
 
 from neurocine.metrics.consistency import clip_pcc
@@ -26,6 +27,7 @@ from neurocine.metrics.retrieval import (
     NWayRetrieval,
     RetrievalTopK,
     n_way_retrieval,
+    n_way_retrieval_per_query,
     retrieval_top_k,
 )
 from neurocine.metrics.scenes import scene_mask
@@ -41,6 +43,7 @@ __all__ = [
     "frame_based_n_way_per_video",
     "n_way_chance",
     "n_way_retrieval",
+    "n_way_retrieval_per_query",
     "n_way_top_k",
     "retrieval_top_k",
     "scene_mask",

@@ -88,13 +88,35 @@ def n_way_retrieval(
     -------
     float, the fraction of successful trials over all queries.
     """
+    return float(n_way_retrieval_per_query(query, keys, n_way, num_trials, generator, top_k).mean())
+
+
+def n_way_retrieval_per_query(
+    query: np.ndarray | torch.Tensor,
+    keys: np.ndarray | torch.Tensor,
+    n_way: int = 50,
+    num_trials: int = 100,
+    generator: torch.Generator | None = None,
+    top_k: int = 1,
+) -> np.ndarray:
+    """:func:`n_way_retrieval` query by query: the fraction of each query's trials it wins.
+
+    Its mean is :func:`n_way_retrieval` (same draws for the same ``generator``). Per-query
+    scores let two encoders be compared query by query (a paired difference, clustered by
+    scene with :func:`neurocine.evaluation.paired_differences`).
+
+    Returns
+    -------
+    ndarray of shape (N,), float64 in [0, 1].
+    """
     q, kk = embeddings_pair(query, keys)
     n = q.shape[0]
     if n < n_way:
         raise DataError(f"{n_way}-way retrieval needs at least {n_way} samples, got {n}")
     beaters = _n_beaters(q, kk)
     pool = torch.full_like(beaters, n - 1)
-    return float(win_fraction(beaters, pool, n_way - 1, num_trials, top_k, generator).mean())
+    wins = win_fraction(beaters, pool, n_way - 1, num_trials, top_k, generator)
+    return wins.double().cpu().numpy()
 
 
 class _EmbeddingPairs(Metric):
