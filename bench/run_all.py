@@ -28,6 +28,7 @@ QUALITY = {
     "brain_maps",
     "evaluator_epochs",
     "noise_ratio",
+    "stage1_levers",
     "stage1_quality",
     "demo",
     "demo_robustness",
