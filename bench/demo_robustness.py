@@ -92,6 +92,19 @@ def larger_test_split(run_dir: Path, out: Path, test_runs: int) -> Path:
     return out
 
 
+def demo_and_selection_split(work: Path, demo_dir: str | None, test_runs: int) -> tuple[Path, Path]:
+    """The demo (``demo_dir``, or run into ``work/demo``) and, made once in ``work``, its subject
+    with ``test_runs`` fresh test runs: the selection split of the stage-1/2 lever benchmarks."""
+    demo = Path(demo_dir).resolve() if demo_dir else work / "demo"
+    if not (demo / "runs" / "demo" / "stage2" / "latest").exists():
+        demo_run(demo)
+    split = work / f"selection{test_runs}.h5"
+    if not split.is_file():
+        larger_test_split((demo / "runs" / "demo" / "stage2" / "latest").resolve(), split,
+                          test_runs)  # fmt: skip
+    return demo, split
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", default=None, help="a demo stage-2 run (default: run the demo)")

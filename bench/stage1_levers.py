@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from bench.common import markdown_table, write_result
-from bench.demo_robustness import demo_run, larger_test_split, run
+from bench.demo_robustness import demo_and_selection_split, run
 from bench.stage2_finetune import variant_names
 from neurocine.evaluation import paired_differences
 
@@ -175,13 +175,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="stage1_levers_") as tmp:
         work = Path(args.workdir).resolve() if args.workdir else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        demo = Path(args.demo_dir).resolve() if args.demo_dir else work / "demo"
-        if not (demo / "runs" / "demo" / "stage2" / "latest").exists():
-            demo_run(demo)
-        split = work / f"selection{args.test_runs}.h5"
-        if not split.is_file():
-            larger_test_split((demo / "runs" / "demo" / "stage2" / "latest").resolve(),
-                              split, args.test_runs)  # fmt: skip
+        demo, split = demo_and_selection_split(work, args.demo_dir, args.test_runs)
         runs = {(n, s): train(n, s, demo, work) for n in names for s in seeds}
         if args.train_only:
             return 0

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import markdown_table, write_result
-from bench.demo_robustness import demo_run, larger_test_split, run
+from bench.demo_robustness import demo_and_selection_split, run
 from bench.stage1_levers import seeded_difference
 from bench.stage2_finetune import METRICS, PAIRED, gap, train_variant, variant_names
 from neurocine.config import load_saved_config
@@ -197,13 +197,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="stage2_levers_") as tmp:
         work = Path(args.workdir).resolve() if args.workdir else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        demo = Path(args.demo_dir).resolve() if args.demo_dir else work / "demo"
-        if not (demo / "runs" / "demo" / "stage2" / "latest").exists():
-            demo_run(demo)
-        split = work / f"selection{args.test_runs}.h5"
-        if not split.is_file():
-            larger_test_split((demo / "runs" / "demo" / "stage2" / "latest").resolve(),
-                              split, args.test_runs)  # fmt: skip
+        demo, split = demo_and_selection_split(work, args.demo_dir, args.test_runs)
         scored = {}
         for name in [*names[1:], REFERENCE]:  # the recipe last: its ceilings take longest
             samples = work / name / "samples"
