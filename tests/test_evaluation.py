@@ -560,6 +560,19 @@ def test_clip_oracle_conditions_stage2_on_the_true_clip_embeddings(
     assert len(seen) == 2
     resampled, _, attrs = read_reconstructions(folder / "clip_oracle.h5")
     assert attrs["seed"] == 1 and not np.array_equal(resampled, oracle)
+    # Another data file is resampled; so is the same file once its embeddings change.
+    other = tmp_path / "other.h5"
+    shutil.copy(subject, other)
+    on_other = [*overrides, f"data.path={other}"]
+    for changed in (False, True, False):
+        if changed:
+            with h5py.File(other, "r+") as f:
+                f["test/clip_image"][...] = f["test/clip_image"][()][::-1]
+        seen.clear()
+        evaluate_run(folder, on_other, out_dir=tmp_path / f"other{changed}", progress=False)
+        assert len(seen) == (2 if changed or attrs["data"] != str(other) else 0)
+        _, _, attrs = read_reconstructions(folder / "clip_oracle.h5")
+        assert attrs["data"] == str(other)
 
 
 def test_clip_oracle_is_left_out_with_a_note_where_it_does_not_apply(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,16 @@ NO_FMRI_CLEAN = "oracle skipped: the data have no fmri_clean (simulated data onl
 NO_CLIP_IMAGE = "clip_oracle skipped: the data have no clip_image (run `neurocine embed` first)"
 
 
+def input_digest(*arrays: np.ndarray | None) -> str:
+    """SHA-1 of the arrays' shapes and bytes (None skipped): what an oracle's cache was sampled
+    from, so that a changed data file at the same path is not served stale samples."""
+    digest = hashlib.sha1()
+    for array in (a for a in arrays if a is not None):
+        digest.update(str(array.shape).encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
 def stage2_samples(
     samples: RunSamples,
     cfg: DictConfig,
@@ -52,11 +63,13 @@ def stage2_samples(
     shared with the ridge row). The condition is the encoder's prediction from ``fmri``
     ``[N, W, V]``, or ``embedding`` ``[N, D]`` when given
     (:meth:`~neurocine.diffusion.pipeline.VideoDecoder.condition_from_embedding`). The videos
-    are cached in ``<samples>/<cache>`` and reused while the rows and sampling settings match.
+    are cached in ``<samples>/<cache>`` and reused while the rows, the sampling settings, the
+    data file (``cfg.data.path``) and the inputs (a digest of ``fmri`` and ``embedding``) match.
     """
     path = samples.samples_dir / cache
     sampling = cfg.sampling
-    key = sampling_attrs(sampling)
+    key = {**sampling_attrs(sampling), "data": str(cfg.data.path),
+           "inputs": input_digest(fmri, embedding)}  # fmt: skip
     if path.is_file():
         frames, index, attrs = read_reconstructions(path)
         if np.array_equal(index, rows) and all(attrs.get(k) == v for k, v in key.items()):
