@@ -105,6 +105,21 @@ def demo_and_selection_split(work: Path, demo_dir: str | None, test_runs: int) -
     return demo, split
 
 
+def gap_rows(setting: str, result: dict, metrics: tuple[str, ...] = METRICS) -> list[list]:
+    """A table row per scored model of ``result`` (metrics.json content): the setting, the
+    row, the clips, ``metrics`` and NeuroCine's paired gap to the row on video 50-way."""
+    rows = []
+    for key, label in LABELS.items():
+        if key not in result["rows"]:
+            continue
+        gap = result.get("paired", {}).get(key, {}).get(GAP)
+        rows.append([
+            setting, label, result["n_clips"], *(result["rows"][key].get(m, "") for m in metrics),
+            f"{gap['diff']:+.3f} ± {gap['se']:.3f}" if gap else "",
+        ])  # fmt: skip
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", default=None, help="a demo stage-2 run (default: run the demo)")
@@ -141,17 +156,7 @@ def main() -> int:
                     tmp / f"big_samples{i}", tmp / f"big{i}", 0, 0, f"data.path={big}",
                     f"evaluation.baselines={baselines}",
                 )  # fmt: skip
-    rows = []
-    for setting, result in scored.items():
-        for key, label in LABELS.items():
-            if key not in result["rows"]:
-                continue
-            gap = result.get("paired", {}).get(key, {}).get(GAP)
-            rows.append([
-                setting, label, result["n_clips"],
-                *(result["rows"][key].get(m, "") for m in METRICS),
-                f"{gap['diff']:+.3f} ± {gap['se']:.3f}" if gap else "",
-            ])  # fmt: skip
+    rows = [row for setting, result in scored.items() for row in gap_rows(setting, result)]
     ridge_gaps = {s: r["paired"]["ridge"][GAP] for s, r in scored.items()
                   if GAP in r.get("paired", {}).get("ridge", {})}  # fmt: skip
     ahead = sum(g["diff"] > 0 for g in ridge_gaps.values())

@@ -156,6 +156,16 @@ def test_same_seed_same_arrays_other_seed_differs(sim):
     np.testing.assert_array_equal(noisier.train.drive, sim.train.drive)
 
 
+def test_more_training_runs_keep_the_test_clips(sim):
+    # bench/training_size.py compares training-set sizes on the same test clips
+    larger = simulate_arrays(tiny_cfg(n_train_runs=TINY["n_train_runs"] + 2))
+    np.testing.assert_array_equal(larger.test.frames, sim.test.frames)
+    np.testing.assert_array_equal(larger.test.label, sim.test.label)
+    assert larger.train.frames.shape[0] > sim.train.frames.shape[0]
+    # the voxels are scaled by training statistics: the test fMRI moves, slightly
+    assert np.corrcoef(larger.test.fmri.ravel(), sim.test.fmri.ravel())[0, 1] > 0.9
+
+
 def test_written_file_is_valid_and_complete(subject_file, sim):
     summary = validate(subject_file)
     assert summary.dataset == "simulated" and summary.frames_per_tr == 4
