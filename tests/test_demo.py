@@ -11,6 +11,7 @@ from PIL import Image
 from stage2_helpers import TINY_UNET
 
 from neurocine.cli import main
+from neurocine.data.simulate import check_simulated_with, simulate_subject
 from neurocine.demo import load_demo_spec, run_demo, stage_configs
 from neurocine.errors import ConfigError
 
@@ -109,6 +110,19 @@ def test_bad_demo_files_fail_before_anything_runs(tmp_path):
         load_demo_spec(tmp_path / "list.yaml")
     assert main(["demo", "--config", str(spec), "trainer.max_epochs=many"]) == 2
     assert not (tmp_path / "sim.h5").exists() and not (tmp_path / "runs").exists()
+
+
+def test_a_subject_simulated_otherwise_stops_the_demo(tmp_path, capsys):
+    # a changed simulate.* key must not run silently on the file an earlier demo left
+    spec = tiny_demo(tmp_path)
+    cfg1, _ = stage_configs(load_demo_spec(spec))
+    simulate_subject(cfg1.simulate, tmp_path / "sim.h5")
+    check_simulated_with(tmp_path / "sim.h5", cfg1.simulate)  # the same config passes
+    assert main(["demo", "--config", str(spec), "simulate.n_train_runs=4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "sim.h5: simulated with simulate.n_train_runs=3 (asked 4)" in err
+    assert len(err.splitlines()) == 1
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "sim.h5.evaluator").exists()
 
 
 def test_shipped_demo_config_validates():

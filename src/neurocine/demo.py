@@ -37,7 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from neurocine.analysis.runs import comparison_rows, load_run
 from neurocine.config import load_config, merge_layer
-from neurocine.data.simulate import simulate_subject
+from neurocine.data.simulate import check_simulated_with, simulate_subject
 from neurocine.embedding import embed_subject
 from neurocine.errors import ConfigError
 from neurocine.evaluation import SAMPLES_DIR, evaluate_run
@@ -125,6 +125,7 @@ def run_demo(
     cfg1, cfg2 = stage_configs(load_demo_spec(config), overrides)  # validated before running
     data = Path(cfg1.data.path)
     if data.is_file():
+        check_simulated_with(data, cfg1.simulate)
         log(f"[demo] 1/7 {data} exists: not re-simulated")
     else:
         log(f"[demo] 1/7 simulating {data}")

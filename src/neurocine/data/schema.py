@@ -88,6 +88,8 @@ class SubjectWriter:
         The volume grid ``voxel_index`` indexes (flattened C-order) and its 4 × 4 affine.
     n_grayordinates : int, optional
         The CIFTI brain models' column count when ``voxel_index`` holds grayordinates.
+    provenance : mapping of str to str, optional
+        More root attributes saying how the data were made (the simulator stores its config).
 
     Examples
     --------
@@ -112,6 +114,7 @@ class SubjectWriter:
         voxel_signal: np.ndarray | None = None,
         voxel_grid: tuple[Sequence[int], np.ndarray] | None = None,
         n_grayordinates: int | None = None,
+        provenance: Mapping[str, str] | None = None,
         compression: str = "lzf",
     ) -> None:
         self.path = Path(path)
@@ -128,6 +131,8 @@ class SubjectWriter:
         attrs["fps"] = float(fps)
         attrs["frames_per_tr"] = int(frames_per_tr)
         attrs["created_by"] = created_by()
+        for key, value in (provenance or {}).items():
+            attrs[key] = str(value)
         index = np.asarray(voxel_index, dtype=np.int64)
         coords = np.asarray(voxel_coords, dtype=np.float32)
         roi = np.asarray([str(r) for r in voxel_roi], dtype=object)

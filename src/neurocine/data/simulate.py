@@ -45,11 +45,13 @@ changing ``snr`` or ``test_repeats`` leaves stimuli and voxels as they were.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from scipy import sparse
 
 from neurocine.config import check_config as check_config_ranges
@@ -70,6 +72,7 @@ POOL = 2  # feature maps are pooled 2 × 2 before the pRFs read them
 FEATURES = ("contrast", "motion", "red-green", "blue-yellow")
 SEMANTIC_MIX = 0.3  # weight of a semantic voxel's own (coarse) retinotopic drive
 DATASET = "simulated"
+PROVENANCE = "simulation"  # root attribute: the simulation config as JSON
 SIGNAL_BLOB_FWHM_MM = 20.0  # smoothness of the field whose top voxels carry signal
 
 
@@ -472,6 +475,7 @@ def simulate_subject(cfg: DictConfig, out: str | Path) -> Path:
         voxel_roi=cortex.roi,
         voxel_signal=sim.signal,
         voxel_grid=(grid.shape, grid.affine),
+        provenance={PROVENANCE: json.dumps(OmegaConf.to_container(cfg), sort_keys=True)},
     ) as writer:
         for split in ("train", "test"):
             arrays: SplitArrays = getattr(sim, split)
@@ -486,3 +490,23 @@ def simulate_subject(cfg: DictConfig, out: str | Path) -> Path:
                 scene=arrays.scene,
             )
     return Path(out)
+
+
+def check_simulated_with(path: str | Path, cfg: DictConfig) -> None:
+    """Raise :class:`~neurocine.errors.ConfigError` when ``path`` was simulated otherwise.
+
+    A demo reuses an existing subject file; without this check a changed ``simulate.*`` key
+    (``simulate.n_train_runs=54``) would silently run on the old data. Files that do not
+    record their simulation config (written by older versions, or not simulated) pass.
+    """
+    with h5py.File(path, "r") as f:
+        stored = f.attrs.get(PROVENANCE)
+    if stored is None:
+        return
+    made, asked = json.loads(stored), OmegaConf.to_container(cfg)
+    changed = [k for k in sorted(set(made) | set(asked)) if made.get(k) != asked.get(k)]
+    if changed:
+        diff = ", ".join(f"simulate.{k}={made.get(k)} (asked {asked.get(k)})" for k in changed)
+        raise ConfigError(
+            f"{path}: simulated with {diff}; delete the file or set data.path to another one"
+        )
