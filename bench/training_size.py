@@ -15,12 +15,17 @@ every size meets the same test clips (checked: identical test frames; the test f
 by the training statistics the simulator scales the voxels with, correlation 0.999). The
 evaluator, the n-way classifier, is trained on each size's own training clips, so a larger
 subject also has a better scorer; CLIP similarity, scored by the independent evaluation CLIP
-(``clip_eval``, the same for every size), is the check that does not depend on it. One training
-seed per size.
+(``clip_eval``, the same for every size), is the check that does not depend on it.
+
+With ``--seeds`` the largest size is also trained at other training seeds (``seed=``: both
+stages and the sampling; same data, same evaluator), and its gap to ridge gets a standard error
+over seeds beside the one over scenes (``bench/stage1_levers.py``'s ``seeded_difference``).
 
     python -m bench.training_size [--workdir DIR] [--train-runs 12,54] [--test-runs 24]
+                                  [--seeds 0,1]
 
-Work is kept in ``--workdir`` (one folder per size), so an interrupted run resumes.
+Work is kept in ``--workdir`` (one folder per size, one runs folder per seed), so an
+interrupted run resumes.
 """
 
 from __future__ import annotations
@@ -36,20 +41,23 @@ import numpy as np
 
 from bench.common import markdown_table, write_result
 from bench.demo_robustness import GAP, gap_rows, run
+from bench.stage1_levers import seeded_difference
 
 METRICS = ("ssim", "frame_50way", "video_50way", "clip_similarity")
 TRS_PER_RUN = 80  # the simulated default's run length (data_modules/simulated.yaml)
 CC2017_TRAINING_TRS = 18 * 240  # 18 eight-minute segments at TR 2 s
 
 
-def demo(folder: Path, train_runs: int, test_runs: int) -> Path:
-    """``neurocine demo`` on a subject of ``train_runs`` training runs, run into ``folder``
-    unless already there; its stage-2 run directory."""
-    latest = folder / "runs" / "demo" / "stage2" / "latest"
+def demo(folder: Path, train_runs: int, test_runs: int, seed: int = 0) -> Path:
+    """``neurocine demo`` on a subject of ``train_runs`` training runs at training ``seed``,
+    run into ``folder`` unless already there; its stage-2 run directory."""
+    runs = folder / ("runs" if seed == 0 else f"runs_seed{seed}")
+    latest = runs / "demo" / "stage2" / "latest"
     if not (latest / "metrics.json").is_file():
         run(["demo", "--config", "experiments/demo.yaml", "--no-progress",
              f"simulate.n_train_runs={train_runs}", f"simulate.n_test_runs={test_runs}",
-             f"data.path={folder / 'subject1.h5'}", f"runs_dir={folder / 'runs'}"])  # fmt: skip
+             f"data.path={folder / 'subject1.h5'}", f"runs_dir={runs}",
+             *([f"seed={seed}"] if seed else [])])  # fmt: skip
     return latest.resolve()
 
 
@@ -70,13 +78,25 @@ def verdict(gap: dict) -> str:
     return f"{gap['diff']:+.3f} ± {gap['se']:.3f} ({word})"
 
 
+def over_seeds(results: list[dict], metric: str = GAP) -> dict:
+    """NeuroCine minus ridge on ``metric`` over training seeds (metrics.json contents of the
+    same clips): mean, SE over seeds and over scenes, per-seed gaps, beyond noise or not."""
+    scenes = np.asarray(results[0]["clip_scenes"])
+    per_clip = [{k: np.asarray(r["per_clip"][k][metric]) for k in ("neurocine", "ridge")}
+                for r in results]  # fmt: skip
+    return seeded_difference([c["neurocine"] for c in per_clip], [c["ridge"] for c in per_clip],
+                             scenes)  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default=None, help="keep the runs here (default: temporary)")
     parser.add_argument("--train-runs", default="12,54", help="training runs per subject size")
     parser.add_argument("--test-runs", type=int, default=24, help="fresh test runs")
+    parser.add_argument("--seeds", default="0", help="training seeds of the largest size (0 always)")
     args = parser.parse_args()
     sizes = sorted(int(s) for s in args.train_runs.split(",") if s)
+    seeds = [int(s) for s in args.seeds.split(",") if s]
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="training_size_") as tmp:
         work = Path(args.workdir).resolve() if args.workdir else Path(tmp)
@@ -84,6 +104,11 @@ def main() -> int:
         runs = {n: demo(folders[n], n, args.test_runs) for n in sizes}
         same_test_clips([folders[n] / "subject1.h5" for n in sizes])
         scored = {n: json.loads((runs[n] / "metrics.json").read_text()) for n in sizes}
+        largest = sizes[-1]
+        seeded = [scored[largest]] + [
+            json.loads((demo(folders[largest], largest, args.test_runs, s) / "metrics.json")
+                       .read_text()) for s in seeds if s != 0
+        ]  # fmt: skip
         steps = {n: json.loads((runs[n] / "demo.json").read_text())["seconds"] for n in sizes}
         stage1 = {n: json.loads((runs[n].parent.parent / "stage1" / "latest" / "export.json")
                                 .read_text()) for n in sizes}  # fmt: skip
@@ -92,6 +117,9 @@ def main() -> int:
         return f"{n} training runs ({n * TRS_PER_RUN:,} TRs)"
 
     rows = [row for n in sizes for row in gap_rows(setting(n), scored[n], METRICS)]
+    for s, result in zip([x for x in seeds if x != 0], seeded[1:], strict=True):
+        rows += gap_rows(f"{setting(largest)}, training seed {s}", result, METRICS)
+    seeds_gap = over_seeds(seeded) if len(seeded) > 1 else None
     table = markdown_table(["subject", "row", "clips", *METRICS, f"NeuroCine − row, {GAP}"], rows)
     steps_table = markdown_table(
         ["training runs", "stage 1 val 50-way retrieval (epoch)",
@@ -111,8 +139,19 @@ def main() -> int:
         f"{CC2017_TRAINING_TRS:,} TRs per subject ({CC2017_TRAINING_TRS // TRS_PER_RUN} "
         f"simulated runs). Every size meets the same {args.test_runs} test runs (identical test "
         "frames); each size's evaluator is trained on its own training clips. One training seed "
-        "per size; sampling from pure dependent noise (the paper's), the demo's 10 DDIM steps. "
-        f"1-minute load average {load:.1f} at the start.\n\n" + steps_table
+        "per size unless said; sampling from pure dependent noise (the paper's), the demo's 10 "
+        "DDIM steps. "
+        + (
+            f"Over {len(seeded)} training seeds at {largest} runs: {GAP} "
+            f"{seeds_gap['diff']:+.3f} ± {seeds_gap['se_seeds']:.3f} (seeds) / "
+            f"{seeds_gap['se_scenes']:.3f} (scenes), per seed "
+            + ", ".join(f"{g:+.3f}" for g in seeds_gap["per_seed"])
+            + f", {'beyond' if seeds_gap['beyond_noise'] else 'within'} noise by the 2-SE rule. "
+            if seeds_gap
+            else ""
+        )
+        + f"1-minute load average {load:.1f} at the start.\n\n"
+        + steps_table
     )
     data = {
         "sizes": sizes,
@@ -120,6 +159,8 @@ def main() -> int:
         "scored": {str(n): {k: scored[n][k] for k in ("n_clips", "rows", "paired")} for n in sizes},
         "stage1": {str(n): stage1[n] for n in sizes},
         "seconds": {str(n): steps[n] for n in sizes},
+        "seeds": seeds,
+        "over_seeds": seeds_gap,
         "load": load,
     }
     write_result("training_size", "NeuroCine vs ridge as the simulated subject's training set "

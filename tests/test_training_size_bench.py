@@ -41,18 +41,22 @@ def test_other_test_clips_stop_the_comparison(tmp_path):
         same_test_clips([a, c])
 
 
-def _finished_demo(folder: Path, ridge_gap: float, score: float) -> None:
+def _finished_demo(folder: Path, ridge_gap: float, score: float, runs: str = "runs") -> None:
     """What `neurocine demo` leaves behind, as far as the benchmark reads it."""
     _subject(folder / "subject1.h5", np.zeros((4, 2, 8, 8, 3), np.uint8))
-    stage2 = folder / "runs" / "demo" / "stage2" / "20260101-000000"
-    stage1 = folder / "runs" / "demo" / "stage1" / "20260101-000000"
+    stage2 = folder / runs / "demo" / "stage2" / "20260101-000000"
+    stage1 = folder / runs / "demo" / "stage1" / "20260101-000000"
     for run in (stage1, stage2):
         run.mkdir(parents=True)
         (run.parent / "latest").symlink_to(run.name)
     row = {"ssim": 0.2, "frame_50way": 0.1, "video_50way": 0.1, "clip_similarity": 0.3}
     gap = {"diff": ridge_gap, "se": 0.01, "n": 100, "groups": 30}
+    clips = np.arange(100) % 2 * 0.2  # per-clip 50-way of ridge; NeuroCine's is ridge + gap
     metrics = {"n_clips": 100, "rows": {"neurocine": row, "ridge": row},
-               "paired": {"ridge": {"video_50way": gap, "clip_similarity": gap}}}  # fmt: skip
+               "paired": {"ridge": {"video_50way": gap, "clip_similarity": gap}},
+               "per_clip": {"neurocine": {"video_50way": (clips + ridge_gap).tolist()},
+                            "ridge": {"video_50way": clips.tolist()}},
+               "clip_scenes": [str(i // 4) for i in range(100)]}  # fmt: skip
     (stage2 / "metrics.json").write_text(json.dumps(metrics))
     (stage2 / "demo.json").write_text(json.dumps({"seconds": {"stage1": 50.0, "total": 300.0}}))
     (stage1 / "export.json").write_text(json.dumps({"score": score, "epoch": 7}))
@@ -69,3 +73,20 @@ def test_main_reports_each_size_from_its_finished_demo(tmp_path, monkeypatch):
     assert "| 54 | 0.330 (7) | 50 | 300 |" in result["notes"]
     assert result["data"]["sizes"] == [12, 54]
     assert "54 training runs (4,320 TRs)" in result["table"]
+
+
+def test_other_training_seeds_of_the_largest_size_get_a_seed_standard_error(tmp_path, monkeypatch):
+    _finished_demo(tmp_path / "train12", -0.03, 0.11)
+    _finished_demo(tmp_path / "train54", 0.05, 0.33)
+    _finished_demo(tmp_path / "train54", 0.03, 0.31, runs="runs_seed1")
+    monkeypatch.setattr(bench.common, "RESULTS", tmp_path / "results")
+    argv = ["training_size", "--workdir", str(tmp_path), "--seeds", "0,1"]
+    monkeypatch.setattr(sys, "argv", argv)
+    assert main() == 0
+    result = json.loads((tmp_path / "results" / "training_size.json").read_text())
+    gap = result["data"]["over_seeds"]
+    assert gap["per_seed"] == pytest.approx([0.05, 0.03])
+    assert gap["diff"] == pytest.approx(0.04) and gap["se_seeds"] == pytest.approx(0.01)
+    assert gap["beyond_noise"]  # 0.04 > 2 × 0.01, and the scene SE is 0 (a constant gap)
+    assert "54 training runs (4,320 TRs), training seed 1" in result["table"]
+    assert "Over 2 training seeds at 54 runs: video_50way +0.040 ± 0.010 (seeds)" in result["notes"]
