@@ -38,6 +38,7 @@ QUALITY = {
     "stage2_levers",
     "shipped_sweeps",
     "sweep_workers",
+    "training_size",
 }
 # Full-size measurements on the CPU (they build the paper's 1.3 B-parameter UNet: minutes and
 # ~6 GB each): `make bench-all` runs them, `make bench` keeps their last result.

@@ -9,6 +9,8 @@ the demo's own evaluation: every test clip's video 50-way (and SSIM, frame 50-wa
 the mean training frame, ridge fMRI → pixels and the oracle, with NeuroCine's gap to each, paired
 over the same clips and n-way draws, standard error with the clips' scenes as clusters. Stage 1's
 validation retrieval (50-way, its exported epoch) and the demo's step times are listed beside.
+At the largest size the CLIP oracle is scored too: the same stage 2 conditioned on each clip's
+true CLIP image embedding, the ceiling a perfect stage 1 would reach with this prior.
 
 The simulator draws the brain, the training data and the test data from independent streams, so
 every size meets the same test clips (checked: identical test frames; the test fMRI differs only
@@ -40,7 +42,7 @@ import h5py
 import numpy as np
 
 from bench.common import markdown_table, write_result
-from bench.demo_robustness import GAP, gap_rows, run
+from bench.demo_robustness import GAP, LABELS, gap_rows, run
 from bench.stage1_levers import seeded_difference
 
 METRICS = ("ssim", "frame_50way", "video_50way", "clip_similarity")
@@ -59,6 +61,15 @@ def demo(folder: Path, train_runs: int, test_runs: int, seed: int = 0) -> Path:
              f"data.path={folder / 'subject1.h5'}", f"runs_dir={runs}",
              *([f"seed={seed}"] if seed else [])])  # fmt: skip
     return latest.resolve()
+
+
+def clip_oracle(run_dir: Path, out: Path) -> dict:
+    """The run's reconstructions beside the CLIP oracle, evaluated into ``out`` unless there
+    → metrics.json content."""
+    if not (out / "metrics.json").is_file():
+        run(["evaluate", "--run", str(run_dir), "--out", str(out), "--no-progress",
+             "evaluation.baselines=[clip_oracle]"])  # fmt: skip
+    return json.loads((out / "metrics.json").read_text())
 
 
 def same_test_clips(paths: list[Path]) -> None:
@@ -93,7 +104,9 @@ def main() -> int:
     parser.add_argument("--workdir", default=None, help="keep the runs here (default: temporary)")
     parser.add_argument("--train-runs", default="12,54", help="training runs per subject size")
     parser.add_argument("--test-runs", type=int, default=24, help="fresh test runs")
-    parser.add_argument("--seeds", default="0", help="training seeds of the largest size (0 always)")
+    parser.add_argument(
+        "--seeds", default="0", help="training seeds of the largest size (0 always)"
+    )
     args = parser.parse_args()
     sizes = sorted(int(s) for s in args.train_runs.split(",") if s)
     seeds = [int(s) for s in args.seeds.split(",") if s]
@@ -109,6 +122,7 @@ def main() -> int:
             json.loads((demo(folders[largest], largest, args.test_runs, s) / "metrics.json")
                        .read_text()) for s in seeds if s != 0
         ]  # fmt: skip
+        ceiling = clip_oracle(runs[largest], work / f"train{largest}_clip_oracle")
         steps = {n: json.loads((runs[n] / "demo.json").read_text())["seconds"] for n in sizes}
         stage1 = {n: json.loads((runs[n].parent.parent / "stage1" / "latest" / "export.json")
                                 .read_text()) for n in sizes}  # fmt: skip
@@ -117,6 +131,8 @@ def main() -> int:
         return f"{n} training runs ({n * TRS_PER_RUN:,} TRs)"
 
     rows = [row for n in sizes for row in gap_rows(setting(n), scored[n], METRICS)]
+    rows += [row for row in gap_rows(setting(largest), ceiling, METRICS)
+             if row[1] == LABELS["clip_oracle"]]  # fmt: skip
     for s, result in zip([x for x in seeds if x != 0], seeded[1:], strict=True):
         rows += gap_rows(f"{setting(largest)}, training seed {s}", result, METRICS)
     seeds_gap = over_seeds(seeded) if len(seeded) > 1 else None
@@ -150,6 +166,8 @@ def main() -> int:
             if seeds_gap
             else ""
         )
+        + f"The CLIP oracle scores {ceiling['rows']['clip_oracle'][GAP]:.3f} at {largest} runs "
+        f"(NeuroCine minus it {verdict(ceiling['paired']['clip_oracle'][GAP])}). "
         + f"1-minute load average {load:.1f} at the start.\n\n"
         + steps_table
     )
@@ -161,6 +179,7 @@ def main() -> int:
         "seconds": {str(n): steps[n] for n in sizes},
         "seeds": seeds,
         "over_seeds": seeds_gap,
+        "clip_oracle": {k: ceiling[k] for k in ("rows", "paired")},
         "load": load,
     }
     write_result("training_size", "NeuroCine vs ridge as the simulated subject's training set "

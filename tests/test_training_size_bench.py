@@ -62,9 +62,19 @@ def _finished_demo(folder: Path, ridge_gap: float, score: float, runs: str = "ru
     (stage1 / "export.json").write_text(json.dumps({"score": score, "epoch": 7}))
 
 
+def _finished_clip_oracle(folder: Path) -> None:
+    folder.mkdir()
+    row = {"ssim": 0.1, "frame_50way": 0.2, "video_50way": 0.25, "clip_similarity": 0.4}
+    gap = {"diff": -0.1, "se": 0.01, "n": 100, "groups": 30}
+    metrics = {"n_clips": 100, "rows": {"neurocine": row, "clip_oracle": row},
+               "paired": {"clip_oracle": {"video_50way": gap}}}  # fmt: skip
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+
+
 def test_main_reports_each_size_from_its_finished_demo(tmp_path, monkeypatch):
     _finished_demo(tmp_path / "train12", -0.03, 0.11)
     _finished_demo(tmp_path / "train54", 0.05, 0.33)
+    _finished_clip_oracle(tmp_path / "train54_clip_oracle")
     monkeypatch.setattr(bench.common, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(sys, "argv", ["training_size", "--workdir", str(tmp_path)])
     assert main() == 0
@@ -73,12 +83,15 @@ def test_main_reports_each_size_from_its_finished_demo(tmp_path, monkeypatch):
     assert "| 54 | 0.330 (7) | 50 | 300 |" in result["notes"]
     assert result["data"]["sizes"] == [12, 54]
     assert "54 training runs (4,320 TRs)" in result["table"]
+    assert "| CLIP oracle (true image embedding) | 100 |" in result["table"]
+    assert "The CLIP oracle scores 0.250 at 54 runs" in result["notes"]
 
 
 def test_other_training_seeds_of_the_largest_size_get_a_seed_standard_error(tmp_path, monkeypatch):
     _finished_demo(tmp_path / "train12", -0.03, 0.11)
     _finished_demo(tmp_path / "train54", 0.05, 0.33)
     _finished_demo(tmp_path / "train54", 0.03, 0.31, runs="runs_seed1")
+    _finished_clip_oracle(tmp_path / "train54_clip_oracle")
     monkeypatch.setattr(bench.common, "RESULTS", tmp_path / "results")
     argv = ["training_size", "--workdir", str(tmp_path), "--seeds", "0,1"]
     monkeypatch.setattr(sys, "argv", argv)
