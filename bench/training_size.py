@@ -7,8 +7,11 @@ changed: the recipe's epochs, sampling from pure dependent noise) on the simulat
 each of ``--train-runs`` training runs and ``--test-runs`` fresh test runs, and reports per size
 the demo's own evaluation: every test clip's video 50-way (and SSIM, frame 50-way) for NeuroCine,
 the mean training frame, ridge fMRI → pixels and the oracle, with NeuroCine's gap to each, paired
-over the same clips and n-way draws, standard error with the clips' scenes as clusters. Stage 1's
-validation retrieval (50-way, its exported epoch) and the demo's step times are listed beside.
+over the same clips and n-way draws, standard error with the clips' scenes as clusters. Beside
+them: how well stage 1's embedding of each test window retrieves the clip's true CLIP image
+embedding (50-way, ``bench/stage1_levers.py``'s score) and the same for ridge fMRI → CLIP fit
+on the same training windows, stage 1's validation retrieval (its exported epoch) and the
+demo's step times.
 At the largest size the CLIP oracle is scored too: the same stage 2 conditioned on each clip's
 true CLIP image embedding, the ceiling a perfect stage 1 would reach with this prior.
 
@@ -43,7 +46,7 @@ import numpy as np
 
 from bench.common import markdown_table, write_result
 from bench.demo_robustness import GAP, LABELS, gap_rows, run
-from bench.stage1_levers import seeded_difference
+from bench.stage1_levers import encoder_scores, ridge_scores, seeded_difference, windows
 
 METRICS = ("ssim", "frame_50way", "video_50way", "clip_similarity")
 TRS_PER_RUN = 80  # the simulated default's run length (data_modules/simulated.yaml)
@@ -70,6 +73,15 @@ def clip_oracle(run_dir: Path, out: Path) -> dict:
         run(["evaluate", "--run", str(run_dir), "--out", str(out), "--no-progress",
              "evaluation.baselines=[clip_oracle]"])  # fmt: skip
     return json.loads((out / "metrics.json").read_text())
+
+
+def held_out_retrieval(stage1_run: Path, path: Path) -> dict[str, float]:
+    """50-way retrieval of the true CLIP image embedding on ``path``'s test windows: the
+    exported stage-1 encoder's and ridge fMRI → CLIP's (fit on the same training windows)."""
+    run_dir = stage1_run.resolve()
+    test = windows(run_dir, path, "test")
+    return {"stage1": float(encoder_scores(run_dir, test)["per_window"].mean()),
+            "ridge": float(ridge_scores(run_dir, path, test, "fmri").mean())}  # fmt: skip
 
 
 def same_test_clips(paths: list[Path]) -> None:
@@ -126,6 +138,8 @@ def main() -> int:
         steps = {n: json.loads((runs[n] / "demo.json").read_text())["seconds"] for n in sizes}
         stage1 = {n: json.loads((runs[n].parent.parent / "stage1" / "latest" / "export.json")
                                 .read_text()) for n in sizes}  # fmt: skip
+        retrieval = {n: held_out_retrieval(runs[n].parent.parent / "stage1" / "latest",
+                                       folders[n] / "subject1.h5") for n in sizes}  # fmt: skip
 
     def setting(n: int) -> str:
         return f"{n} training runs ({n * TRS_PER_RUN:,} TRs)"
@@ -138,9 +152,10 @@ def main() -> int:
     seeds_gap = over_seeds(seeded) if len(seeded) > 1 else None
     table = markdown_table(["subject", "row", "clips", *METRICS, f"NeuroCine − row, {GAP}"], rows)
     steps_table = markdown_table(
-        ["training runs", "stage 1 val 50-way retrieval (epoch)",
-         *(f"{step} s" for step in steps[sizes[0]])],
-        [[n, f"{stage1[n]['score']:.3f} ({stage1[n]['epoch']})",
+        ["training runs", "stage 1 test retrieval", "ridge → CLIP test retrieval",
+         "stage 1 val retrieval (epoch)", *(f"{step} s" for step in steps[sizes[0]])],
+        [[n, f"{retrieval[n]['stage1']:.3f}", f"{retrieval[n]['ridge']:.3f}",
+          f"{stage1[n]['score']:.3f} ({stage1[n]['epoch']})",
           *(steps[n].get(step, "") for step in steps[sizes[0]])] for n in sizes],
     )  # fmt: skip
 
@@ -176,6 +191,7 @@ def main() -> int:
         "test_runs": args.test_runs,
         "scored": {str(n): {k: scored[n][k] for k in ("n_clips", "rows", "paired")} for n in sizes},
         "stage1": {str(n): stage1[n] for n in sizes},
+        "test_retrieval": {str(n): retrieval[n] for n in sizes},
         "seconds": {str(n): steps[n] for n in sizes},
         "seeds": seeds,
         "over_seeds": seeds_gap,

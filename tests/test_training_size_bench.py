@@ -15,6 +15,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import bench.common  # noqa: E402
+import bench.training_size  # noqa: E402
 from bench.training_size import main, same_test_clips, verdict  # noqa: E402
 
 
@@ -71,7 +72,16 @@ def _finished_clip_oracle(folder: Path) -> None:
     (folder / "metrics.json").write_text(json.dumps(metrics))
 
 
+def _no_retrieval(monkeypatch) -> None:
+    # the fake runs have no encoder to score: a fixed retrieval per size
+    def fixed(stage1_run: Path, path: Path) -> dict[str, float]:
+        return {"stage1": 0.5 if "54" in str(path) else 0.2, "ridge": 0.25}
+
+    monkeypatch.setattr(bench.training_size, "held_out_retrieval", fixed)
+
+
 def test_main_reports_each_size_from_its_finished_demo(tmp_path, monkeypatch):
+    _no_retrieval(monkeypatch)
     _finished_demo(tmp_path / "train12", -0.03, 0.11)
     _finished_demo(tmp_path / "train54", 0.05, 0.33)
     _finished_clip_oracle(tmp_path / "train54_clip_oracle")
@@ -80,7 +90,7 @@ def test_main_reports_each_size_from_its_finished_demo(tmp_path, monkeypatch):
     assert main() == 0
     result = json.loads((tmp_path / "results" / "training_size.json").read_text())
     assert "12 runs -0.030 ± 0.010 (behind); 54 runs +0.050 ± 0.010 (ahead)" in result["notes"]
-    assert "| 54 | 0.330 (7) | 50 | 300 |" in result["notes"]
+    assert "| 54 | 0.500 | 0.250 | 0.330 (7) | 50 | 300 |" in result["notes"]
     assert result["data"]["sizes"] == [12, 54]
     assert "54 training runs (4,320 TRs)" in result["table"]
     assert "| CLIP oracle (true image embedding) | 100 |" in result["table"]
@@ -88,6 +98,7 @@ def test_main_reports_each_size_from_its_finished_demo(tmp_path, monkeypatch):
 
 
 def test_other_training_seeds_of_the_largest_size_get_a_seed_standard_error(tmp_path, monkeypatch):
+    _no_retrieval(monkeypatch)
     _finished_demo(tmp_path / "train12", -0.03, 0.11)
     _finished_demo(tmp_path / "train54", 0.05, 0.33)
     _finished_demo(tmp_path / "train54", 0.03, 0.31, runs="runs_seed1")
