@@ -475,7 +475,7 @@ def simulate_subject(cfg: DictConfig, out: str | Path) -> Path:
         voxel_roi=cortex.roi,
         voxel_signal=sim.signal,
         voxel_grid=(grid.shape, grid.affine),
-        provenance={PROVENANCE: json.dumps(OmegaConf.to_container(cfg), sort_keys=True)},
+        provenance={PROVENANCE: _config_json(cfg)},
     ) as writer:
         for split in ("train", "test"):
             arrays: SplitArrays = getattr(sim, split)
@@ -492,6 +492,10 @@ def simulate_subject(cfg: DictConfig, out: str | Path) -> Path:
     return Path(out)
 
 
+def _config_json(cfg: DictConfig) -> str:
+    return json.dumps(OmegaConf.to_container(cfg), sort_keys=True)
+
+
 def check_simulated_with(path: str | Path, cfg: DictConfig) -> None:
     """Raise :class:`~neurocine.errors.ConfigError` when ``path`` was simulated otherwise.
 
@@ -503,7 +507,7 @@ def check_simulated_with(path: str | Path, cfg: DictConfig) -> None:
         stored = f.attrs.get(PROVENANCE)
     if stored is None:
         return
-    made, asked = json.loads(stored), OmegaConf.to_container(cfg)
+    made, asked = json.loads(stored), json.loads(_config_json(cfg))
     changed = [k for k in sorted(set(made) | set(asked)) if made.get(k) != asked.get(k)]
     if changed:
         diff = ", ".join(f"simulate.{k}={made.get(k)} (asked {asked.get(k)})" for k in changed)
