@@ -61,11 +61,13 @@ def run(cmd: list[str]) -> None:
     subprocess.run([sys.executable, "-m", "neurocine", *cmd], cwd=ROOT, check=True)
 
 
-def demo_run(workdir: Path) -> Path:
-    """Run ``neurocine demo`` into ``workdir``; its stage-2 run directory."""
+def demo_run(workdir: Path, *overrides: str, runs: str = "runs") -> Path:
+    """Run ``neurocine demo`` (with ``overrides``) on ``workdir/subject1.h5`` into
+    ``workdir/runs``; its stage-2 run directory."""
     run(["demo", "--config", "experiments/demo.yaml", "--no-progress",
-         f"data.path={workdir / 'subject1.h5'}", f"runs_dir={workdir / 'runs'}"])  # fmt: skip
-    return (workdir / "runs" / "demo" / "stage2" / "latest").resolve()
+         f"data.path={workdir / 'subject1.h5'}", f"runs_dir={workdir / runs}",
+         *overrides])  # fmt: skip
+    return (workdir / runs / "demo" / "stage2" / "latest").resolve()
 
 
 def evaluate(samples: Path, out: Path, seed: int, val_runs: int = 0, *extra: str) -> dict:

@@ -45,7 +45,7 @@ import h5py
 import numpy as np
 
 from bench.common import markdown_table, write_result
-from bench.demo_robustness import GAP, LABELS, gap_rows, run
+from bench.demo_robustness import GAP, LABELS, demo_run, gap_rows, run
 from bench.stage1_levers import encoder_scores, ridge_scores, seeded_difference, windows
 
 METRICS = ("ssim", "frame_50way", "video_50way", "clip_similarity")
@@ -56,14 +56,13 @@ CC2017_TRAINING_TRS = 18 * 240  # 18 eight-minute segments at TR 2 s
 def demo(folder: Path, train_runs: int, test_runs: int, seed: int = 0) -> Path:
     """``neurocine demo`` on a subject of ``train_runs`` training runs at training ``seed``,
     run into ``folder`` unless already there; its stage-2 run directory."""
-    runs = folder / ("runs" if seed == 0 else f"runs_seed{seed}")
-    latest = runs / "demo" / "stage2" / "latest"
-    if not (latest / "metrics.json").is_file():
-        run(["demo", "--config", "experiments/demo.yaml", "--no-progress",
-             f"simulate.n_train_runs={train_runs}", f"simulate.n_test_runs={test_runs}",
-             f"data.path={folder / 'subject1.h5'}", f"runs_dir={runs}",
-             *([f"seed={seed}"] if seed else [])])  # fmt: skip
-    return latest.resolve()
+    runs = "runs" if seed == 0 else f"runs_seed{seed}"
+    latest = folder / runs / "demo" / "stage2" / "latest"
+    if (latest / "metrics.json").is_file():
+        return latest.resolve()
+    return demo_run(folder, f"simulate.n_train_runs={train_runs}",
+                    f"simulate.n_test_runs={test_runs}", *([f"seed={seed}"] if seed else []),
+                    runs=runs)  # fmt: skip
 
 
 def clip_oracle(run_dir: Path, out: Path) -> dict:

@@ -15,8 +15,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import bench.common  # noqa: E402
+import bench.demo_robustness  # noqa: E402
 import bench.training_size  # noqa: E402
-from bench.training_size import main, same_test_clips, verdict  # noqa: E402
+from bench.training_size import demo, main, same_test_clips, verdict  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -114,3 +115,18 @@ def test_other_training_seeds_of_the_largest_size_get_a_seed_standard_error(tmp_
     assert gap["beyond_noise"]  # 0.04 > 2 × 0.01, and the scene SE is 0 (a constant gap)
     assert "54 training runs (4,320 TRs), training seed 1" in result["table"]
     assert "Over 2 training seeds at 54 runs: video_50way +0.040 ± 0.010 (seeds)" in result["notes"]
+
+
+def test_a_missing_size_or_seed_runs_the_demo_on_its_subject(tmp_path, monkeypatch):
+    commands: list[list[str]] = []
+    monkeypatch.setattr(bench.demo_robustness, "run", commands.append)
+    demo(tmp_path / "train54", 54, 24, seed=2)
+    assert commands == [[
+        "demo", "--config", "experiments/demo.yaml", "--no-progress",
+        f"data.path={tmp_path / 'train54' / 'subject1.h5'}",
+        f"runs_dir={tmp_path / 'train54' / 'runs_seed2'}",
+        "simulate.n_train_runs=54", "simulate.n_test_runs=24", "seed=2",
+    ]]  # fmt: skip
+    _finished_demo(tmp_path / "train12", 0.0, 0.1)
+    demo(tmp_path / "train12", 12, 24)  # finished: resumed, not rerun
+    assert len(commands) == 1
